@@ -1,0 +1,116 @@
+//! The event ABI shared by the kernel programs and the daemon.
+//!
+//! Everything here is plain data with fixed widths and explicit padding so that the
+//! layout is the same for the `bpfel` target and the host. Kernel numbers (TCP states,
+//! address families) stay raw here and become enums on the user side.
+#![no_std]
+
+use core::mem::size_of;
+
+/// What produced an [`Event`].
+///
+/// Raw `u8` values rather than a Rust enum: the user side must survive a kernel
+/// object that knows a kind it does not (it counts and skips such records).
+pub mod kind {
+    /// `sock:inet_sock_set_state`: `old_state → new_state`.
+    pub const STATE_CHANGE: u8 = 1;
+    /// `tcp:tcp_retransmit_skb`: one retransmitted skb (maybe several GSO segments).
+    pub const RETRANSMIT: u8 = 2;
+    /// `tcp:tcp_retransmit_synack`: a SYN-ACK sent again by a listener.
+    pub const RETRANSMIT_SYNACK: u8 = 3;
+    /// `tcp:tcp_send_reset`: this host sent a RST.
+    pub const SEND_RESET: u8 = 4;
+    /// `tcp:tcp_receive_reset`: a RST arrived for a socket.
+    pub const RECEIVE_RESET: u8 = 5;
+    /// The highest kind this ABI version defines.
+    pub const MAX: u8 = RECEIVE_RESET;
+}
+
+/// `AF_INET` and `AF_INET6` as the kernel numbers them (`include/linux/socket.h`).
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Length of `task_struct::comm` (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// The most ports `--port` can filter on in the kernel.
+pub const MAX_FILTER_PORTS: usize = 8;
+
+/// One record in the ring buffer.
+///
+/// Addresses are 16 bytes whatever the family: an IPv4 address sits in the first four
+/// bytes, as in the tracepoints' `saddr`/`daddr`. `saddr`/`sport` are the socket's local
+/// end, `daddr`/`dport` its peer; ports are in host order.
+///
+/// For events other than [`kind::STATE_CHANGE`], `old_state == new_state` is the socket's
+/// state when it happened (0 when the kernel did not know it, e.g. a RST sent for a
+/// segment that matched no socket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock`: reused once the socket is freed.
+    pub skaddr: u64,
+    /// cgroup v2 id of the task on the CPU.
+    pub cgroup_id: u64,
+    /// Process (thread-group) id of the task on the CPU: only meaningful for
+    /// transitions made in process context (see DESIGN.md).
+    pub tgid: u32,
+    /// Thread id of the task on the CPU.
+    pub tid: u32,
+    /// `tcp_retransmit_skb`'s `err` (0: the retransmit was sent); 0 for other kinds.
+    pub err: i32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub kind: u8,
+    pub old_state: u8,
+    pub new_state: u8,
+    pub _pad: [u8; 3],
+    pub comm: [u8; COMM_LEN],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// The record size the kernel writes: checked by the decoder on every record.
+pub const EVENT_SIZE: usize = 96;
+const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
+// The ring buffer hands out 8-byte aligned records (kernel/bpf/ringbuf.c).
+const _: () = assert!(core::mem::align_of::<Event>() == 8);
+
+impl Event {
+    /// An all-zero event, the starting point kernel programs fill in.
+    pub const ZERO: Event = Event {
+        ts_ns: 0,
+        skaddr: 0,
+        cgroup_id: 0,
+        tgid: 0,
+        tid: 0,
+        err: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        kind: 0,
+        old_state: 0,
+        new_state: 0,
+        _pad: [0; 3],
+        comm: [0; COMM_LEN],
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+}
+
+/// Per-CPU counters kept by the kernel side, indices into the `COUNTERS` array.
+pub mod counter {
+    /// Events that did not fit in the ring buffer (reservation failed).
+    pub const LOST: u32 = 0;
+    /// Events whose tracepoint fields could not be read.
+    pub const READ_ERRORS: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Event` is `repr(C)`, made only of integers and byte arrays, with explicit padding,
+// so every bit pattern is valid and there are no implicit padding bytes.
+unsafe impl aya::Pod for Event {}

@@ -1,0 +1,124 @@
+//! Typed events, as the rest of the daemon sees them after decoding.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tcptrace_common::COMM_LEN;
+
+use crate::state::TcpState;
+
+/// One thing the kernel told us about one socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpEvent {
+    /// CLOCK_MONOTONIC nanoseconds, as `bpf_ktime_get_ns()` returned them.
+    pub ts_ns: u64,
+    /// Kernel address of the socket; reused after the socket is freed.
+    pub skaddr: u64,
+    /// The task that was on the CPU, not necessarily the socket's owner.
+    pub task: Task,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    pub comm: Comm,
+}
+
+/// A task's `comm`, kept as the kernel's fixed 16 bytes: no allocation per event.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    StateChange {
+        old: TcpState,
+        new: TcpState,
+    },
+    /// One retransmitted skb; `err != 0` means the retransmit failed to go out.
+    Retransmit {
+        state: TcpState,
+        err: i32,
+    },
+    /// A listener sent a SYN-ACK again for a half-open connection.
+    RetransmitSynack,
+    /// This host sent a RST; `state` is `None` when no socket matched the segment.
+    SendReset {
+        state: Option<TcpState>,
+    },
+    /// A RST arrived for a socket in `state`.
+    ReceiveReset {
+        state: Option<TcpState>,
+    },
+}
+
+impl EventKind {
+    /// A short stable name, used in JSON and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StateChange { .. } => "state_change",
+            Self::Retransmit { .. } => "retransmit",
+            Self::RetransmitSynack => "retransmit_synack",
+            Self::SendReset { .. } => "send_reset",
+            Self::ReceiveReset { .. } => "receive_reset",
+        }
+    }
+}
+
+impl TcpEvent {
+    /// Whether `task` is the socket's owner. The tracepoints fire on whatever task is on
+    /// the CPU, and many transitions run in softirq; only these are made by the owning
+    /// process's own system calls (connect, close/shutdown, listen): DESIGN.md §2.
+    pub fn task_is_owner(&self) -> bool {
+        use TcpState::*;
+        matches!(
+            self.kind,
+            EventKind::StateChange {
+                old: Close,
+                new: SynSent | Listen
+            } | EventKind::StateChange {
+                old: Established,
+                new: FinWait1
+            } | EventKind::StateChange {
+                old: CloseWait,
+                new: LastAck
+            } | EventKind::StateChange {
+                old: Listen,
+                new: Close
+            }
+        )
+    }
+
+    /// The states this event concerns, for `--state` filtering.
+    pub fn states(&self) -> [Option<TcpState>; 2] {
+        match self.kind {
+            EventKind::StateChange { old, new } => [Some(old), Some(new)],
+            EventKind::Retransmit { state, .. } => [Some(state), None],
+            EventKind::RetransmitSynack => [Some(TcpState::NewSynRecv), None],
+            EventKind::SendReset { state } | EventKind::ReceiveReset { state } => [state, None],
+        }
+    }
+}

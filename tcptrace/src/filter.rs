@@ -1,0 +1,95 @@
+//! Filters applied in userspace: by owning process and by state. (Port and family
+//! filters run in the kernel: see `probe::KernelFilter`.)
+
+use crate::{event::TcpEvent, state::TcpState, tracker::Owner};
+
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pid: Option<u32>,
+    states: Vec<TcpState>,
+}
+
+impl EventFilter {
+    pub fn new(pid: Option<u32>, states: Vec<TcpState>) -> Self {
+        Self { pid, states }
+    }
+
+    /// `owner` is the connection's owner as the tracker knows it. A process's events are
+    /// those of the sockets it owns, most of which fire while another task (or softirq)
+    /// is on the CPU: the on-CPU task alone would miss them.
+    pub fn matches(&self, event: &TcpEvent, owner: Option<Owner>) -> bool {
+        let pid_ok = self.pid.is_none_or(|pid| {
+            owner.is_some_and(|o| o.pid == pid) || (event.task_is_owner() && event.task.pid == pid)
+        });
+        let state_ok = self.states.is_empty()
+            || event
+                .states()
+                .into_iter()
+                .flatten()
+                .any(|s| self.states.contains(&s));
+        pid_ok && state_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tcptrace_common::kind;
+
+    use super::*;
+    use crate::{
+        decode::{decode_event, testing::raw_v4},
+        event::Comm,
+    };
+
+    fn event(kind: u8, old: u8, new: u8, pid: u32) -> TcpEvent {
+        let mut raw = raw_v4(kind, old, new);
+        raw.tgid = pid;
+        decode_event(&raw).unwrap()
+    }
+
+    fn owner(pid: u32) -> Option<Owner> {
+        Some(Owner {
+            pid,
+            comm: Comm::default(),
+            cgroup_id: 0,
+        })
+    }
+
+    #[test]
+    fn no_filter_passes_everything() {
+        let filter = EventFilter::default();
+        assert!(filter.matches(&event(kind::STATE_CHANGE, 1, 4, 0), None));
+        assert!(filter.matches(&event(kind::SEND_RESET, 0, 0, 0), None));
+    }
+
+    #[test]
+    fn pid_matches_the_owner_not_the_task_on_the_cpu() {
+        let filter = EventFilter::new(Some(4242), vec![]);
+        // connect() by the process itself.
+        assert!(filter.matches(&event(kind::STATE_CHANGE, 7, 2, 4242), None));
+        // SYN_SENT→ESTABLISHED runs in softirq under another task: owner decides.
+        assert!(filter.matches(&event(kind::STATE_CHANGE, 2, 1, 0), owner(4242)));
+        assert!(!filter.matches(&event(kind::STATE_CHANGE, 2, 1, 4242), None));
+        assert!(!filter.matches(&event(kind::STATE_CHANGE, 2, 1, 0), owner(1)));
+        // An unrelated process's connect.
+        assert!(!filter.matches(&event(kind::STATE_CHANGE, 7, 2, 1), None));
+    }
+
+    #[test]
+    fn state_matches_either_end_of_a_transition_or_the_state_of_a_mark() {
+        let filter = EventFilter::new(None, vec![TcpState::CloseWait]);
+        assert!(filter.matches(&event(kind::STATE_CHANGE, 1, 8, 0), None));
+        assert!(filter.matches(&event(kind::STATE_CHANGE, 8, 9, 0), None));
+        assert!(!filter.matches(&event(kind::STATE_CHANGE, 1, 4, 0), None));
+        assert!(filter.matches(&event(kind::RETRANSMIT, 8, 8, 0), None));
+        assert!(!filter.matches(&event(kind::SEND_RESET, 0, 0, 0), None));
+    }
+
+    #[test]
+    fn pid_and_state_must_both_match() {
+        let filter = EventFilter::new(Some(7), vec![TcpState::SynSent]);
+        assert!(filter.matches(&event(kind::STATE_CHANGE, 7, 2, 7), None));
+        assert!(!filter.matches(&event(kind::STATE_CHANGE, 7, 2, 8), None));
+        assert!(!filter.matches(&event(kind::STATE_CHANGE, 1, 4, 7), None));
+    }
+}

@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tcptrace::cli::{Cli, Command};
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    // clap prints its own message and exits with 2 on bad arguments.
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tcptrace: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Watch(args) => {
+                let summary = tcptrace::watch::run(&args, &mut std::io::stdout().lock()).await?;
+                eprintln!("tcptrace: {summary}");
+                anyhow::Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tcptrace: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

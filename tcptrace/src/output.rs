@@ -1,0 +1,214 @@
+//! How `watch` prints events: a table for people, JSON lines for programs.
+
+use serde::Serialize;
+
+use crate::{
+    clock::{human_duration, WallClock},
+    event::{Comm, EventKind, TcpEvent},
+    state::TcpState,
+    tracker::Owner,
+};
+
+/// The column header of the human table.
+pub const HEADER: &str = "TIME            PID     COMM             LOCAL                                  \
+                          REMOTE                                 EVENT                      IN OLD STATE";
+
+/// Who to show for an event: the connection's owner when known; otherwise the task on
+/// the CPU, which is only trustworthy for process-context transitions.
+fn who(event: &TcpEvent, owner: Option<Owner>) -> (u32, Comm, u64, bool) {
+    match owner {
+        Some(o) => (o.pid, o.comm, o.cgroup_id, true),
+        None => (
+            event.task.pid,
+            event.task.comm,
+            event.task.cgroup_id,
+            event.task_is_owner(),
+        ),
+    }
+}
+
+/// What happened, e.g. `SYN_SENT → ESTABLISHED` or `RST received in SYN_SENT`.
+pub fn describe(kind: &EventKind) -> String {
+    let state = |s: Option<TcpState>| s.map_or("no socket".to_owned(), |s| format!("in {s}"));
+    match kind {
+        EventKind::StateChange { old, new } => format!("{old} → {new}"),
+        EventKind::Retransmit { state, err: 0 } => format!("retransmit in {state}"),
+        EventKind::Retransmit { state, err } => format!("retransmit failed ({err}) in {state}"),
+        EventKind::RetransmitSynack => "SYN-ACK retransmit".to_owned(),
+        EventKind::SendReset { state: s } => format!("RST sent {}", state(*s)),
+        EventKind::ReceiveReset { state: s } => format!("RST received {}", state(*s)),
+    }
+}
+
+/// One table line. An unreliable pid/comm (the task on the CPU during a softirq
+/// transition of a socket whose owner is unknown) is marked with `*`.
+pub fn human_line(
+    clock: WallClock,
+    event: &TcpEvent,
+    owner: Option<Owner>,
+    time_in_old_state_ns: Option<u64>,
+) -> String {
+    let (pid, comm, _, reliable) = who(event, owner);
+    let pid = format!("{pid}{}", if reliable { "" } else { "*" });
+    format!(
+        "{} {:<7} {:<16} {:<38} {:<38} {:<26} {}",
+        clock.local_time_of_day(event.ts_ns),
+        pid,
+        comm.as_str(),
+        event.local.to_string(),
+        event.remote.to_string(),
+        describe(&event.kind),
+        time_in_old_state_ns.map(human_duration).unwrap_or_default()
+    )
+    .trim_end()
+    .to_owned()
+}
+
+/// The note printed under the header, explaining `*`.
+pub const LEGEND: &str = "(* pid/comm is the task that was on the CPU, often a softirq, \
+                          not the socket's owner)";
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    time: String,
+    ts_ns: u64,
+    event: &'static str,
+    family: &'static str,
+    local: String,
+    remote: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    err: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_in_old_state_ns: Option<u64>,
+    pid: u32,
+    comm: &'a Comm,
+    cgroup_id: u64,
+    /// false: pid/comm are the task on the CPU, not the owner.
+    pid_reliable: bool,
+    skaddr: String,
+}
+
+pub fn json_line(
+    clock: WallClock,
+    event: &TcpEvent,
+    owner: Option<Owner>,
+    time_in_old_state_ns: Option<u64>,
+) -> String {
+    let (pid, comm, cgroup_id, reliable) = who(event, owner);
+    let (old_state, new_state, state, err) = match event.kind {
+        EventKind::StateChange { old, new } => (Some(old), Some(new), None, None),
+        EventKind::Retransmit { state, err } => (None, None, Some(state), Some(err)),
+        EventKind::RetransmitSynack => (None, None, Some(TcpState::NewSynRecv), None),
+        EventKind::SendReset { state } | EventKind::ReceiveReset { state } => {
+            (None, None, state, None)
+        }
+    };
+    let line = JsonEvent {
+        time: crate::clock::rfc3339(clock.to_system_time(event.ts_ns)),
+        ts_ns: event.ts_ns,
+        event: event.kind.name(),
+        family: if event.local.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        },
+        local: event.local.to_string(),
+        remote: event.remote.to_string(),
+        old_state,
+        new_state,
+        state,
+        err,
+        time_in_old_state_ns,
+        pid,
+        comm: &comm,
+        cgroup_id,
+        pid_reliable: reliable,
+        skaddr: format!("{:#x}", event.skaddr),
+    };
+    serde_json::to_string(&line).expect("plain data serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use tcptrace_common::kind;
+
+    use super::*;
+    use crate::decode::{decode_event, testing::raw_v4};
+
+    fn event(kind: u8, old: u8, new: u8) -> TcpEvent {
+        decode_event(&raw_v4(kind, old, new)).unwrap()
+    }
+
+    #[test]
+    fn describes_every_kind() {
+        assert_eq!(
+            describe(&event(kind::STATE_CHANGE, 2, 1).kind),
+            "SYN_SENT → ESTABLISHED"
+        );
+        assert_eq!(
+            describe(&event(kind::RETRANSMIT, 1, 1).kind),
+            "retransmit in ESTABLISHED"
+        );
+        assert_eq!(
+            describe(&event(kind::SEND_RESET, 0, 0).kind),
+            "RST sent no socket"
+        );
+        assert_eq!(
+            describe(&event(kind::RECEIVE_RESET, 2, 2).kind),
+            "RST received in SYN_SENT"
+        );
+        assert_eq!(
+            describe(&event(kind::RETRANSMIT_SYNACK, 12, 12).kind),
+            "SYN-ACK retransmit"
+        );
+    }
+
+    #[test]
+    fn human_line_marks_an_on_cpu_task_and_shows_time_in_old_state() {
+        let clock = WallClock::new();
+        let line = human_line(clock, &event(kind::STATE_CHANGE, 2, 1), None, Some(81_000));
+        assert!(line.contains(" 4242*   curl "), "{line}");
+        assert!(line.contains("127.0.0.1:50312"), "{line}");
+        assert!(line.contains("127.0.0.2:8080"), "{line}");
+        assert!(line.contains("SYN_SENT → ESTABLISHED"), "{line}");
+        assert!(line.ends_with("0.081ms"), "{line}");
+        // connect() runs in the owner's context: no mark.
+        let line = human_line(clock, &event(kind::STATE_CHANGE, 7, 2), None, None);
+        assert!(line.contains(" 4242    curl "), "{line}");
+    }
+
+    #[test]
+    fn json_line_has_the_fields_programs_need() {
+        let clock = WallClock::new();
+        let owner = Owner {
+            pid: 99,
+            comm: Comm(*b"server\0\0\0\0\0\0\0\0\0\0"),
+            cgroup_id: 3,
+        };
+        let line = json_line(
+            clock,
+            &event(kind::STATE_CHANGE, 1, 8),
+            Some(owner),
+            Some(5),
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["event"], "state_change");
+        assert_eq!(value["old_state"], "ESTABLISHED");
+        assert_eq!(value["new_state"], "CLOSE_WAIT");
+        assert_eq!(value["local"], "127.0.0.1:50312");
+        assert_eq!(value["remote"], "127.0.0.2:8080");
+        assert_eq!(value["family"], "ipv4");
+        assert_eq!(value["pid"], 99);
+        assert_eq!(value["comm"], "server");
+        assert_eq!(value["pid_reliable"], true);
+        assert_eq!(value["time_in_old_state_ns"], 5);
+        assert!(value["time"].as_str().unwrap().ends_with('Z'));
+        assert!(value.get("err").is_none());
+    }
+}

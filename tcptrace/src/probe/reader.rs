@@ -1,0 +1,92 @@
+//! Reads the ring buffer when the kernel says it is readable (epoll through tokio's
+//! `AsyncFd`, no polling loop), decodes, and sends batches down a bounded channel.
+//!
+//! When the consumer falls behind, the channel fills, this task waits, the ring buffer
+//! fills and the kernel counts what it could not store: losses are visible in one place.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering::Relaxed},
+    Arc,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+use super::ProbeError;
+use crate::{decode::decode, event::TcpEvent};
+
+/// Events are sent in batches: one channel operation per wake-up, not per event.
+pub type EventBatch = Vec<TcpEvent>;
+
+/// The largest batch, so a consumer sees events while a burst is still being read.
+const MAX_BATCH: usize = 4096;
+
+/// What the reader has seen, readable from anywhere while it runs.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Records decoded, by `tcptrace_common::kind` (index 0 unused).
+    pub events_by_kind: [AtomicU64; tcptrace_common::kind::MAX as usize + 1],
+    /// Records that failed to decode and were skipped.
+    pub decode_errors: AtomicU64,
+}
+
+impl PipelineStats {
+    pub fn events(&self) -> u64 {
+        self.events_by_kind.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+pub fn spawn_reader(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<EventBatch>,
+    stats: Arc<PipelineStats>,
+) -> JoinHandle<Result<(), ProbeError>> {
+    tokio::spawn(read_loop(ring, tx, stats))
+}
+
+fn kind_index(bytes: &[u8]) -> usize {
+    // The kind byte of a well-formed record (see `Event`); checked by decode first.
+    const KIND_OFFSET: usize = 42;
+    usize::from(bytes[KIND_OFFSET])
+}
+
+async fn read_loop(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<EventBatch>,
+    stats: Arc<PipelineStats>,
+) -> Result<(), ProbeError> {
+    // SAFETY: the RingBuf owns its map fd and returns the same open fd for as long as
+    // it lives, which is as long as the AsyncFd that owns it.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| ProbeError::Io(e.into()))?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(event) => {
+                    stats.events_by_kind[kind_index(&item)].fetch_add(1, Relaxed);
+                    batch.push(event);
+                }
+                Err(err) => {
+                    if stats.decode_errors.fetch_add(1, Relaxed) == 0 {
+                        log::warn!("skipping an undecodable ring buffer record: {err}");
+                    }
+                }
+            }
+            if batch.len() == MAX_BATCH && tx.send(std::mem::take(&mut batch)).await.is_err() {
+                return Ok(());
+            }
+        }
+        // Cleared only if no new notification came in while draining (tokio tracks it).
+        guard.clear_ready();
+        if !batch.is_empty() && tx.send(batch).await.is_err() {
+            return Ok(());
+        }
+    }
+}

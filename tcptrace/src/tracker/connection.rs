@@ -1,0 +1,144 @@
+//! One connection's identity and story.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::{
+    event::{Comm, Task},
+    state::TcpState,
+};
+
+/// A connection's identity: the socket address plus a generation number unique in this
+/// daemon's lifetime, so that a reused skaddr starts a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ConnId {
+    pub skaddr: u64,
+    pub generation: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This end called connect(): CLOSE→SYN_SENT.
+    Active,
+    /// This end was accepted by a listener: LISTEN→SYN_RECV.
+    Passive,
+    /// Seen mid-life (existed before tcptrace, or its opening event was lost).
+    Unknown,
+}
+
+/// The process that owns the socket, taken only from process-context transitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Comm,
+    pub cgroup_id: u64,
+}
+
+impl From<Task> for Owner {
+    fn from(task: Task) -> Self {
+        Self {
+            pid: task.pid,
+            comm: task.comm,
+            cgroup_id: task.cgroup_id,
+        }
+    }
+}
+
+/// A state the connection entered, and when (CLOCK_MONOTONIC ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub state: TcpState,
+    pub entered_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkKind {
+    Retransmit,
+    RetransmitFailed,
+    RetransmitSynack,
+    ResetSent,
+    ResetReceived,
+}
+
+/// Something that happened to the connection without a state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    pub kind: MarkKind,
+    pub at_ns: u64,
+    /// The state it happened in.
+    pub state: Option<TcpState>,
+}
+
+/// Timelines keep at most this many marks; beyond it only the counts grow.
+pub const MAX_MARKS: usize = 16;
+/// Timelines keep at most this many steps; a legal TCP life has at most 7.
+pub const MAX_STEPS: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    pub id: ConnId,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub direction: Direction,
+    pub owner: Option<Owner>,
+    /// Every state entered, in order, starting with the state it was first seen in.
+    pub steps: Vec<Step>,
+    pub marks: Vec<Mark>,
+    pub retransmits: u32,
+    /// The connection was first seen mid-life; its first step's time is when it was seen.
+    pub seen_since_start: bool,
+    /// Transitions RFC 793's state machine does not allow, as seen.
+    pub illegal: Vec<(TcpState, TcpState)>,
+    pub last_activity_ns: u64,
+}
+
+impl Connection {
+    pub fn state(&self) -> TcpState {
+        self.steps.last().map_or(TcpState::Close, |s| s.state)
+    }
+
+    pub fn state_since_ns(&self) -> u64 {
+        self.steps.last().map_or(0, |s| s.entered_ns)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state() == TcpState::Close
+    }
+
+    pub(crate) fn push_step(&mut self, state: TcpState, at_ns: u64) {
+        if self.steps.len() < MAX_STEPS {
+            self.steps.push(Step {
+                state,
+                entered_ns: at_ns,
+            });
+        } else if let Some(last) = self.steps.last_mut() {
+            // Keep the current state right even when the story is too long to keep.
+            *last = Step {
+                state,
+                entered_ns: at_ns,
+            };
+        }
+        self.last_activity_ns = at_ns;
+    }
+
+    pub(crate) fn push_mark(&mut self, mark: Mark) {
+        if matches!(mark.kind, MarkKind::Retransmit | MarkKind::RetransmitSynack) {
+            self.retransmits = self.retransmits.saturating_add(1);
+        }
+        if self.marks.len() < MAX_MARKS {
+            self.marks.push(mark);
+        }
+        self.last_activity_ns = mark.at_ns;
+    }
+
+    /// How long each step lasted; the last one is open (None) unless finished.
+    pub fn durations(&self) -> impl Iterator<Item = (Step, Option<u64>)> + '_ {
+        self.steps.iter().enumerate().map(|(i, step)| {
+            let end = self.steps.get(i + 1).map(|next| next.entered_ns);
+            (*step, end.map(|end| end.saturating_sub(step.entered_ns)))
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! The connection table: pure code fed by events, no kernel dependency.
+//!
+//! Identity is the socket's kernel address plus a generation (DESIGN.md §3): an skaddr
+//! is reused once its socket is freed, so a connection starts at CLOSE→SYN_SENT (active
+//! open) or at a child's LISTEN→SYN_RECV (passive open) and ends at →CLOSE. Listeners
+//! are kept apart. The table is bounded; see [`Tracker::new`].
+
+mod connection;
+mod rfc793;
+mod table;
+
+pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step};
+pub use table::{Applied, Tracker, TrackerStats};

@@ -1,0 +1,289 @@
+//! The bounded table of live connections and listeners, and the ring of finished ones.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+
+use super::{
+    connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step},
+    rfc793,
+};
+use crate::{
+    event::{EventKind, TcpEvent},
+    state::TcpState,
+};
+
+/// A listening socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    pub local: std::net::SocketAddr,
+    pub owner: Option<Owner>,
+    pub since_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrackerStats {
+    /// Live connections dropped to stay under the cap.
+    pub evictions: u64,
+    /// Transitions the state machine does not allow.
+    pub illegal_transitions: u64,
+    /// Transitions whose old state was not the state we had: an event was lost.
+    pub gaps: u64,
+    pub opened: u64,
+    pub finished: u64,
+}
+
+/// What applying one event did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub conn: Option<ConnId>,
+    /// How long the socket had been in the state it just left, when we saw it enter it.
+    pub time_in_old_state_ns: Option<u64>,
+    /// The connection ended with this event and moved to the finished ring.
+    pub finished: bool,
+    /// The connection's owner as known after this event.
+    pub owner: Option<Owner>,
+}
+
+pub struct Tracker {
+    live: HashMap<u64, Connection>,
+    listeners: HashMap<u64, Listener>,
+    finished: VecDeque<Connection>,
+    max_connections: usize,
+    max_finished: usize,
+    next_generation: u64,
+    stats: TrackerStats,
+}
+
+impl Tracker {
+    /// A table holding at most `max_connections` live connections (plus as many
+    /// listeners) and the last `max_finished` finished timelines.
+    pub fn new(max_connections: usize, max_finished: usize) -> Self {
+        Self {
+            live: HashMap::new(),
+            listeners: HashMap::new(),
+            finished: VecDeque::new(),
+            max_connections: max_connections.max(1),
+            max_finished,
+            next_generation: 1,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Connection> {
+        self.live.values()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.values()
+    }
+
+    pub fn finished(&self) -> impl DoubleEndedIterator<Item = &Connection> {
+        self.finished.iter()
+    }
+
+    pub fn apply(&mut self, event: &TcpEvent) -> Applied {
+        match event.kind {
+            EventKind::StateChange { old, new } => self.apply_transition(event, old, new),
+            EventKind::Retransmit { state, err } => {
+                let kind = if err == 0 {
+                    MarkKind::Retransmit
+                } else {
+                    MarkKind::RetransmitFailed
+                };
+                self.mark(event, kind, Some(state))
+            }
+            // The skaddr is the listener's; the child socket does not exist yet.
+            EventKind::RetransmitSynack => Applied::default(),
+            EventKind::SendReset { state } => self.mark(event, MarkKind::ResetSent, state),
+            EventKind::ReceiveReset { state } => self.mark(event, MarkKind::ResetReceived, state),
+        }
+    }
+
+    fn mark(&mut self, event: &TcpEvent, kind: MarkKind, state: Option<TcpState>) -> Applied {
+        let Some(conn) = self.live.get_mut(&event.skaddr) else {
+            return Applied::default();
+        };
+        conn.push_mark(Mark {
+            kind,
+            at_ns: event.ts_ns,
+            state,
+        });
+        Applied {
+            conn: Some(conn.id),
+            owner: conn.owner,
+            ..Applied::default()
+        }
+    }
+
+    fn apply_transition(&mut self, event: &TcpEvent, old: TcpState, new: TcpState) -> Applied {
+        use TcpState::*;
+        if new == Listen || (old == Listen && new == Close) {
+            return self.apply_listener(event, old, new);
+        }
+        let opening = match (old, new) {
+            (Close, SynSent) => Some(Direction::Active),
+            (Listen, SynRecv) => Some(Direction::Passive),
+            _ => None,
+        };
+        let ts = event.ts_ns;
+        let mut applied = Applied::default();
+        let existed = opening.is_none() && self.live.contains_key(&event.skaddr);
+        if let Some(direction) = opening {
+            // Any entry still at this address belongs to a freed socket whose →CLOSE
+            // we missed.
+            if let Some(stale) = self.live.remove(&event.skaddr) {
+                self.stats.gaps += 1;
+                self.retire(stale);
+            }
+            // An accepted socket belongs to whoever listens on its port.
+            let inherited = (direction == Direction::Passive)
+                .then(|| self.listener_owner(event.local))
+                .flatten();
+            let conn = self.open(event, direction, old);
+            conn.owner = inherited;
+            applied.conn = Some(conn.id);
+        } else if !existed {
+            let conn = self.open(event, Direction::Unknown, old);
+            conn.seen_since_start = true;
+            applied.conn = Some(conn.id);
+        }
+        let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
+        // A connection first seen mid-life entered its first state at an unknown time.
+        let entry_time_known = existed && !(conn.seen_since_start && conn.steps.len() == 1);
+        if conn.state() == old {
+            if entry_time_known {
+                applied.time_in_old_state_ns = Some(ts.saturating_sub(conn.state_since_ns()));
+            }
+        } else {
+            self.stats.gaps += 1;
+        }
+        if !rfc793::allowed(old, new) {
+            self.stats.illegal_transitions += 1;
+            conn.illegal.push((old, new));
+        }
+        // connect() fires CLOSE→SYN_SENT before the source port is chosen.
+        if conn.local.port() == 0 {
+            conn.local = event.local;
+        }
+        if conn.owner.is_none() && event.task_is_owner() {
+            conn.owner = Some(Owner::from(event.task));
+        }
+        conn.push_step(new, ts);
+        applied.conn = Some(conn.id);
+        applied.owner = conn.owner;
+        if new == Close {
+            let conn = self.live.remove(&event.skaddr).expect("present");
+            self.retire(conn);
+            applied.finished = true;
+        }
+        applied
+    }
+
+    fn apply_listener(&mut self, event: &TcpEvent, old: TcpState, new: TcpState) -> Applied {
+        if new == TcpState::Listen {
+            self.listeners.insert(
+                event.skaddr,
+                Listener {
+                    local: event.local,
+                    owner: event.task_is_owner().then(|| Owner::from(event.task)),
+                    since_ns: event.ts_ns,
+                },
+            );
+            if old != TcpState::Close {
+                self.stats.illegal_transitions += 1;
+            }
+            return Applied {
+                owner: self.listeners[&event.skaddr].owner,
+                ..Applied::default()
+            };
+        }
+        let listener = self.listeners.remove(&event.skaddr);
+        Applied {
+            time_in_old_state_ns: listener
+                .as_ref()
+                .map(|l| event.ts_ns.saturating_sub(l.since_ns)),
+            owner: listener.and_then(|l| l.owner),
+            ..Applied::default()
+        }
+    }
+
+    /// The owner of the listener that would accept a connection to `local`: same port,
+    /// and the same address or a wildcard one.
+    fn listener_owner(&self, local: std::net::SocketAddr) -> Option<Owner> {
+        self.listeners
+            .values()
+            .filter(|l| l.local.port() == local.port())
+            .find(|l| l.local.ip() == local.ip() || l.local.ip().is_unspecified())
+            .and_then(|l| l.owner)
+    }
+
+    /// Inserts a new connection first seen in `first_state`, evicting if full.
+    fn open(&mut self, event: &TcpEvent, direction: Direction, first: TcpState) -> &mut Connection {
+        if self.live.len() >= self.max_connections {
+            self.evict();
+        }
+        let id = ConnId {
+            skaddr: event.skaddr,
+            generation: self.next_generation,
+        };
+        self.next_generation += 1;
+        self.stats.opened += 1;
+        let conn = Connection {
+            id,
+            local: event.local,
+            remote: event.remote,
+            direction,
+            owner: None,
+            steps: vec![Step {
+                state: first,
+                entered_ns: event.ts_ns,
+            }],
+            marks: Vec::new(),
+            retransmits: 0,
+            seen_since_start: false,
+            illegal: Vec::new(),
+            last_activity_ns: event.ts_ns,
+        };
+        self.live.entry(event.skaddr).insert_entry(conn).into_mut()
+    }
+
+    /// Drops the least recently active sixteenth of the table at once, so that a flood
+    /// costs one O(n) pass per n/16 insertions rather than one per insertion.
+    fn evict(&mut self) {
+        let batch = (self.max_connections / 16).max(1);
+        let mut by_age: Vec<(u64, u64)> = self
+            .live
+            .values()
+            .map(|c| (c.last_activity_ns, c.id.skaddr))
+            .collect();
+        let batch = batch.min(by_age.len());
+        if batch == 0 {
+            return;
+        }
+        by_age.select_nth_unstable(batch - 1);
+        for &(_, skaddr) in &by_age[..batch] {
+            self.live.remove(&skaddr);
+        }
+        self.stats.evictions += batch as u64;
+    }
+
+    fn retire(&mut self, conn: Connection) {
+        self.stats.finished += 1;
+        if self.max_finished == 0 {
+            return;
+        }
+        if self.finished.len() == self.max_finished {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(conn);
+    }
+}
