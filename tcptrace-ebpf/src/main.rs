@@ -7,7 +7,6 @@
 mod tracepoints;
 
 use aya_ebpf::{
-    Global,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -15,12 +14,13 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
+    Global,
 };
-use tcptrace_common::{AF_INET, AF_INET6, Event, MAX_FILTER_PORTS, counter, kind};
+use tcptrace_common::{counter, kind, Event, AF_INET, AF_INET6, MAX_FILTER_PORTS};
 use tracepoints::{
-    IPPROTO_TCP, InetSockSetState, SKC_STATE_OFFSET, SOCKADDR_IN_ADDR, SOCKADDR_IN6_ADDR,
-    SockaddrStorage, TCP_NEW_SYN_RECV, TcpReceiveReset, TcpRetransmitSkb, TcpRetransmitSynack,
-    TcpSendReset,
+    InetSockSetState, SockaddrStorage, TcpReceiveReset, TcpRetransmitSkb, TcpRetransmitSynack,
+    TcpSendReset, IPPROTO_TCP, SKC_STATE_OFFSET, SOCKADDR_IN6_ADDR, SOCKADDR_IN_ADDR,
+    TCP_NEW_SYN_RECV,
 };
 
 /// Default 4 MiB: ~40k events of 104 bytes (record + header), over 100 ms at the
@@ -88,11 +88,7 @@ fn submit(mut event: Event) {
 
 /// Copies the right pair of tracepoint address fields into the 16-byte event fields.
 #[inline(always)]
-fn set_addrs(
-    event: &mut Event,
-    v4: (&[u8; 4], &[u8; 4]),
-    v6: (&[u8; 16], &[u8; 16]),
-) {
+fn set_addrs(event: &mut Event, v4: (&[u8; 4], &[u8; 4]), v6: (&[u8; 16], &[u8; 16])) {
     if event.family == AF_INET6 {
         event.saddr = *v6.0;
         event.daddr = *v6.1;
@@ -133,7 +129,11 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         family: tp.family,
         ..Event::ZERO
     };
-    set_addrs(&mut event, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6));
+    set_addrs(
+        &mut event,
+        (&tp.saddr, &tp.daddr),
+        (&tp.saddr_v6, &tp.daddr_v6),
+    );
     submit(event);
     Ok(())
 }
@@ -160,7 +160,11 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), i64> {
         err: tp.err,
         ..Event::ZERO
     };
-    set_addrs(&mut event, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6));
+    set_addrs(
+        &mut event,
+        (&tp.saddr, &tp.daddr),
+        (&tp.saddr_v6, &tp.daddr_v6),
+    );
     submit(event);
     Ok(())
 }
@@ -186,7 +190,11 @@ fn try_tcp_retransmit_synack(ctx: &TracePointContext) -> Result<(), i64> {
         family: tp.family,
         ..Event::ZERO
     };
-    set_addrs(&mut event, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6));
+    set_addrs(
+        &mut event,
+        (&tp.saddr, &tp.daddr),
+        (&tp.saddr_v6, &tp.daddr_v6),
+    );
     submit(event);
     Ok(())
 }
@@ -256,7 +264,11 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         family: tp.family,
         ..Event::ZERO
     };
-    set_addrs(&mut event, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6));
+    set_addrs(
+        &mut event,
+        (&tp.saddr, &tp.daddr),
+        (&tp.saddr_v6, &tp.daddr_v6),
+    );
     submit(event);
     Ok(())
 }

@@ -1,1 +1,74 @@
-fn main(){}
+//! Project chores: toolchain set-up, the test run CI uses, running the daemon.
+
+mod cmd;
+mod setup;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Chores for the tcptrace workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks (nightly rust-src, bpf-linker, Debian packages
+    /// the tests use). Idempotent; prints nothing when all is there.
+    Setup,
+    /// Set up, then run every test (privileged ones too when root), clippy and the
+    /// format check. This is what CI runs.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build in release mode and run tcptrace with these arguments (through
+    /// sudo when not root), e.g. `cargo xtask run -- watch -P 8080`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test { args } => setup::run().and_then(|()| test(&args)),
+        Command::Run { args } => setup::run().and_then(|()| run(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        eprintln!(
+            "xtask: WARNING: not root: the privileged kernel tests will be SKIPPED. \
+             Run `sudo -E cargo xtask test` for the full suite."
+        );
+    }
+    cmd::cargo(&["fmt", "--all", "--", "--check"])
+        .context("formatting: run `cargo +nightly fmt --all`")?;
+    cmd::cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])
+        .context("clippy found problems")?;
+    let mut test_args = vec!["test", "--all-targets"];
+    test_args.extend(args.iter().map(String::as_str));
+    cmd::cargo(&test_args).context("tests failed")
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    cmd::cargo(&["build", "--release", "--quiet", "--package", "tcptrace"])?;
+    let binary = cmd::workspace_root().join("target/release/tcptrace");
+    cmd::exec_as_root(&binary, args)
+}

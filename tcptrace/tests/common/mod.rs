@@ -1,0 +1,177 @@
+//! Helpers for the privileged tests: load the real programs, drive real sockets.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
+
+pub mod netns;
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use tcptrace::{
+    event::{EventKind, TcpEvent},
+    probe::{spawn_reader, EventBatch, KernelFilter, PipelineStats, Probe, ProbeConfig},
+    state::TcpState,
+};
+use tokio::{runtime::Runtime, sync::mpsc};
+
+/// True when the test can run; otherwise says loudly why it is skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: loads eBPF programs, needs root (or CAP_BPF + CAP_PERFMON). \
+         Run `sudo -E cargo xtask test`. ***\n"
+    );
+    false
+}
+
+/// The programs loaded into the running kernel with a filter, and what they sent.
+pub struct Harness {
+    pub rt: Runtime,
+    pub probe: Probe,
+    rx: mpsc::Receiver<EventBatch>,
+    pub stats: std::sync::Arc<PipelineStats>,
+    pub events: Vec<TcpEvent>,
+}
+
+impl Harness {
+    pub fn start(filter: KernelFilter) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let config = ProbeConfig {
+            filter,
+            ring_buffer_bytes: 1 << 20,
+        };
+        let (probe, ring) = Probe::load(&config).unwrap_or_else(|e| panic!("loading: {e}"));
+        let stats = std::sync::Arc::default();
+        let (tx, rx) = mpsc::channel(64);
+        let _guard = rt.enter();
+        spawn_reader(ring, tx, std::sync::Arc::clone(&stats));
+        drop(_guard);
+        Harness {
+            rt,
+            probe,
+            rx,
+            stats,
+            events: Vec::new(),
+        }
+    }
+
+    /// Collects events until `done(events)` holds or `timeout` passes, then for
+    /// `settle` more so that an unexpected extra event would be caught too.
+    pub fn collect_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[TcpEvent]) -> bool,
+    ) -> &[TcpEvent] {
+        let deadline = Instant::now() + timeout;
+        let settle = Duration::from_millis(300);
+        let mut settle_until: Option<Instant> = None;
+        let rx = &mut self.rx;
+        let events = &mut self.events;
+        self.rt.block_on(async {
+            loop {
+                if settle_until.is_none() && done(events) {
+                    settle_until = Some(Instant::now() + settle);
+                }
+                let until = settle_until
+                    .unwrap_or(deadline)
+                    .min(deadline.max(Instant::now()));
+                if Instant::now() >= until {
+                    break;
+                }
+                match tokio::time::timeout(until - Instant::now(), rx.recv()).await {
+                    Ok(Some(batch)) => events.extend(batch),
+                    Ok(None) => panic!("the ring buffer reader stopped"),
+                    Err(_) => {}
+                }
+            }
+        });
+        &self.events
+    }
+}
+
+/// Events grouped by socket (skaddr), sockets in order of first appearance.
+pub fn by_socket(events: &[TcpEvent]) -> Vec<Vec<TcpEvent>> {
+    let mut order: Vec<u64> = Vec::new();
+    for e in events {
+        if e.skaddr != 0 && !order.contains(&e.skaddr) {
+            order.push(e.skaddr);
+        }
+    }
+    order
+        .into_iter()
+        .map(|sk| events.iter().filter(|e| e.skaddr == sk).cloned().collect())
+        .collect()
+}
+
+/// The socket whose first event is `old → new`.
+pub fn socket_starting_with(
+    events: &[TcpEvent],
+    old: TcpState,
+    new: TcpState,
+) -> Option<Vec<TcpEvent>> {
+    by_socket(events)
+        .into_iter()
+        .find(|evs| evs[0].kind == EventKind::StateChange { old, new })
+}
+
+pub fn transitions(events: &[TcpEvent]) -> Vec<(TcpState, TcpState)> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StateChange { old, new } => Some((old, new)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many `→ CLOSE` transitions, to know when a scenario is over.
+pub fn closes(events: &[TcpEvent]) -> usize {
+    transitions(events)
+        .iter()
+        .filter(|(_, new)| *new == TcpState::Close)
+        .count()
+}
+
+pub fn listen(addr: SocketAddr) -> TcpListener {
+    TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+}
+
+/// `SO_LINGER {on, 0}`: close() then aborts with a RST instead of a FIN.
+pub fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_LINGER): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+pub fn pause() {
+    std::thread::sleep(Duration::from_millis(30));
+}

@@ -1,0 +1,139 @@
+//! Two network namespaces joined by a veth pair, made by the test and always removed
+//! (on drop, so also when the test panics). Traffic stays inside them.
+
+use std::{fs::File, os::fd::AsRawFd, process::Command};
+
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    pub addr_a: std::net::Ipv4Addr,
+    pub addr_b: std::net::Ipv4Addr,
+}
+
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (cargo xtask setup installs it)"));
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl NetnsPair {
+    /// Namespaces `<tag>-a-<pid>` and `<tag>-b-<pid>`, with `10.213.<net>.1/24` and
+    /// `.2/24` on a veth pair where one skb is one segment: `gso_max_segs 1`, because
+    /// TCP builds GSO skbs even with GSO/TSO off (`tcp_init_sock()` forces NETIF_F_GSO
+    /// into `sk_route_forced_caps`; `tcp_tso_segs()` obeys only the device's
+    /// `gso_max_segs`). GSO/TSO/GRO are turned off too, so nothing is merged on receive.
+    pub fn create(tag: &str, net: u8) -> NetnsPair {
+        let pid = std::process::id();
+        let pair = NetnsPair {
+            a: format!("{tag}-a-{pid}"),
+            b: format!("{tag}-b-{pid}"),
+            addr_a: std::net::Ipv4Addr::new(10, 213, net, 1),
+            addr_b: std::net::Ipv4Addr::new(10, 213, net, 2),
+        };
+        pair.remove();
+        for ns in [&pair.a, &pair.b] {
+            sh("ip", &["netns", "add", ns]);
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                "tt-veth-a",
+                "netns",
+                &pair.a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "tt-veth-b",
+                "netns",
+                &pair.b,
+            ],
+        );
+        for (ns, dev, addr) in [
+            (&pair.a, "tt-veth-a", pair.addr_a),
+            (&pair.b, "tt-veth-b", pair.addr_b),
+        ] {
+            sh(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            );
+            sh(
+                "ip",
+                &["-n", ns, "link", "set", dev, "gso_max_segs", "1", "up"],
+            );
+            sh(
+                "ip",
+                &[
+                    "netns", "exec", ns, "ethtool", "-K", dev, "gso", "off", "tso", "off", "gro",
+                    "off",
+                ],
+            );
+        }
+        pair
+    }
+
+    /// Runs nft commands (a script) inside namespace `ns`.
+    pub fn nft(&self, ns: &str, script: &str) {
+        let path = std::env::temp_dir().join(format!("{ns}.nft"));
+        std::fs::write(&path, script).expect("writing the nft script");
+        sh(
+            "ip",
+            &["netns", "exec", ns, "nft", "-f", path.to_str().unwrap()],
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// `TcpRetransSegs` as the namespace's kernel counts it.
+    pub fn retrans_segs(&self, ns: &str) -> u64 {
+        let out = sh(
+            "ip",
+            &["netns", "exec", ns, "nstat", "-asz", "TcpRetransSegs"],
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix("TcpRetransSegs"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no TcpRetransSegs in nstat output {out:?}"))
+    }
+
+    fn remove(&self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its veth end and its nft tables with it.
+        self.remove();
+    }
+}
+
+/// Runs `f` on a thread that has joined namespace `ns`; sockets it makes live there.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = File::open(format!("/var/run/netns/{ns}"))
+                    .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
+                // SAFETY: a valid namespace fd; only this thread changes namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("netns thread panicked")
+    })
+}
