@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod diag;
 pub mod event;
 pub mod filter;
 pub mod output;

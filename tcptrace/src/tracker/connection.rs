@@ -90,12 +90,19 @@ pub struct Connection {
     pub retransmits: u32,
     /// The connection was first seen mid-life; its first step's time is when it was seen.
     pub seen_since_start: bool,
+    /// Its →CLOSE was never seen: a sock_diag reconcile found it gone.
+    pub vanished: bool,
     /// Transitions RFC 793's state machine does not allow, as seen.
     pub illegal: Vec<(TcpState, TcpState)>,
     pub last_activity_ns: u64,
 }
 
 impl Connection {
+    /// The 4-tuple as (local, remote).
+    pub fn tuple(&self) -> (SocketAddr, SocketAddr) {
+        (self.local, self.remote)
+    }
+
     pub fn state(&self) -> TcpState {
         self.steps.last().map_or(TcpState::Close, |s| s.state)
     }

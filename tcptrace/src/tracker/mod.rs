@@ -6,8 +6,14 @@
 //! are kept apart. The table is bounded; see [`Tracker::new`].
 
 mod connection;
+mod lifecycle;
+mod reconcile;
 mod rfc793;
 mod table;
+#[cfg(test)]
+mod tests;
 
 pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step};
-pub use table::{Applied, Tracker, TrackerStats};
+pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, Lifecycle};
+pub use reconcile::{ReconcileReport, TimeWaitLevel};
+pub use table::{Applied, Listener, Tracker, TrackerStats};

@@ -1,6 +1,9 @@
 //! The bounded table of live connections and listeners, and the ring of finished ones.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
 
 use serde::Serialize;
 
@@ -12,6 +15,9 @@ use crate::{
     event::{EventKind, TcpEvent},
     state::TcpState,
 };
+
+/// How long after its →CLOSE a RST still belongs to a finished connection.
+const LATE_MARK_WINDOW_NS: u64 = 100_000_000;
 
 /// A listening socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -31,6 +37,12 @@ pub struct TrackerStats {
     pub gaps: u64,
     pub opened: u64,
     pub finished: u64,
+    /// Sockets found by the startup sock_diag dump.
+    pub seeded: u64,
+    /// Connections a reconcile found gone (their →CLOSE event was lost).
+    pub reconcile_closed: u64,
+    /// Sockets a reconcile found that no event had shown (their opening was lost).
+    pub reconcile_added: u64,
 }
 
 /// What applying one event did.
@@ -46,13 +58,17 @@ pub struct Applied {
 }
 
 pub struct Tracker {
-    live: HashMap<u64, Connection>,
+    pub(super) live: HashMap<u64, Connection>,
+    /// Connections seen by sock_diag but not yet by an event: no kernel address yet,
+    /// keyed by (local, remote) until their next transition names their skaddr.
+    pub(super) unbound: HashMap<(SocketAddr, SocketAddr), Connection>,
+    pub(super) time_wait: super::reconcile::TimeWaitLevel,
     listeners: HashMap<u64, Listener>,
-    finished: VecDeque<Connection>,
-    max_connections: usize,
+    pub(super) finished: VecDeque<Connection>,
+    pub(super) max_connections: usize,
     max_finished: usize,
     next_generation: u64,
-    stats: TrackerStats,
+    pub(super) stats: TrackerStats,
 }
 
 impl Tracker {
@@ -61,6 +77,8 @@ impl Tracker {
     pub fn new(max_connections: usize, max_finished: usize) -> Self {
         Self {
             live: HashMap::new(),
+            unbound: HashMap::new(),
+            time_wait: Default::default(),
             listeners: HashMap::new(),
             finished: VecDeque::new(),
             max_connections: max_connections.max(1),
@@ -74,12 +92,29 @@ impl Tracker {
         self.stats
     }
 
+    /// Live connections, those known only from sock_diag included.
     pub fn live(&self) -> impl Iterator<Item = &Connection> {
-        self.live.values()
+        self.live.values().chain(self.unbound.values())
     }
 
     pub fn live_count(&self) -> usize {
-        self.live.len()
+        self.live.len() + self.unbound.len()
+    }
+
+    /// The TIME_WAIT level as of the last sock_diag reconcile.
+    pub fn time_wait(&self) -> &super::reconcile::TimeWaitLevel {
+        &self.time_wait
+    }
+
+    /// The other end of `conn` when both ends are on this host: the connection whose
+    /// local and remote addresses are `conn`'s remote and local.
+    pub fn partner(&self, conn: &Connection) -> Option<&Connection> {
+        let wanted = (conn.remote, conn.local);
+        self.live
+            .values()
+            .chain(self.unbound.values())
+            .chain(self.finished.iter().rev())
+            .find(|other| other.id != conn.id && other.tuple() == wanted)
     }
 
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
@@ -109,8 +144,19 @@ impl Tracker {
     }
 
     fn mark(&mut self, event: &TcpEvent, kind: MarkKind, state: Option<TcpState>) -> Applied {
-        let Some(conn) = self.live.get_mut(&event.skaddr) else {
-            return Applied::default();
+        // An abort reports its RST right after →CLOSE (tcp_disconnect() sets CLOSE
+        // first): such a mark belongs to the connection that just finished.
+        let just_finished = |c: &&mut Connection| {
+            c.id.skaddr == event.skaddr
+                && event.ts_ns.saturating_sub(c.last_activity_ns) < LATE_MARK_WINDOW_NS
+        };
+        let conn = match self.live.get_mut(&event.skaddr) {
+            Some(conn) => conn,
+            None if event.skaddr == 0 => return Applied::default(),
+            None => match self.finished.iter_mut().rev().take(8).find(just_finished) {
+                Some(conn) => conn,
+                None => return Applied::default(),
+            },
         };
         conn.push_mark(Mark {
             kind,
@@ -148,17 +194,26 @@ impl Tracker {
             let inherited = (direction == Direction::Passive)
                 .then(|| self.listener_owner(event.local))
                 .flatten();
+            // A seeded socket with this 4-tuple was this one seen a moment early.
+            self.unbound.remove(&(event.local, event.remote));
             let conn = self.open(event, direction, old);
             conn.owner = inherited;
             applied.conn = Some(conn.id);
         } else if !existed {
-            let conn = self.open(event, Direction::Unknown, old);
-            conn.seen_since_start = true;
-            applied.conn = Some(conn.id);
+            if let Some(mut seeded) = self.unbound.remove(&(event.local, event.remote)) {
+                // A socket sock_diag showed us: now we know its kernel address.
+                seeded.id.skaddr = event.skaddr;
+                self.live.insert(event.skaddr, seeded);
+            } else {
+                let conn = self.open(event, Direction::Unknown, old);
+                conn.seen_since_start = true;
+                applied.conn = Some(conn.id);
+            }
         }
         let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
         // A connection first seen mid-life entered its first state at an unknown time.
-        let entry_time_known = existed && !(conn.seen_since_start && conn.steps.len() == 1);
+        let entry_time_known =
+            opening.is_none() && !(conn.seen_since_start && conn.steps.len() == 1);
         if conn.state() == old {
             if entry_time_known {
                 applied.time_in_old_state_ns = Some(ts.saturating_sub(conn.state_since_ns()));
@@ -171,9 +226,11 @@ impl Tracker {
             conn.illegal.push((old, new));
         }
         // connect() fires CLOSE→SYN_SENT before the source port is chosen.
-        if conn.local.port() == 0 {
+        if conn.local.port() == 0 && event.local.port() != 0 {
             conn.local = event.local;
+            self.unbound.remove(&(event.local, event.remote));
         }
+        let conn = self.live.get_mut(&event.skaddr).expect("still there");
         if conn.owner.is_none() && event.task_is_owner() {
             conn.owner = Some(Owner::from(event.task));
         }
@@ -228,55 +285,80 @@ impl Tracker {
 
     /// Inserts a new connection first seen in `first_state`, evicting if full.
     fn open(&mut self, event: &TcpEvent, direction: Direction, first: TcpState) -> &mut Connection {
-        if self.live.len() >= self.max_connections {
+        self.make_room();
+        self.stats.opened += 1;
+        let conn = self.new_connection(
+            event.skaddr,
+            (event.local, event.remote),
+            direction,
+            first,
+            event.ts_ns,
+        );
+        self.live.entry(event.skaddr).insert_entry(conn).into_mut()
+    }
+
+    pub(super) fn make_room(&mut self) {
+        if self.live_count() >= self.max_connections {
             self.evict();
         }
+    }
+
+    pub(super) fn new_connection(
+        &mut self,
+        skaddr: u64,
+        (local, remote): (SocketAddr, SocketAddr),
+        direction: Direction,
+        first: TcpState,
+        at_ns: u64,
+    ) -> Connection {
         let id = ConnId {
-            skaddr: event.skaddr,
+            skaddr,
             generation: self.next_generation,
         };
         self.next_generation += 1;
-        self.stats.opened += 1;
-        let conn = Connection {
+        Connection {
             id,
-            local: event.local,
-            remote: event.remote,
+            local,
+            remote,
             direction,
             owner: None,
             steps: vec![Step {
                 state: first,
-                entered_ns: event.ts_ns,
+                entered_ns: at_ns,
             }],
             marks: Vec::new(),
             retransmits: 0,
             seen_since_start: false,
+            vanished: false,
             illegal: Vec::new(),
-            last_activity_ns: event.ts_ns,
-        };
-        self.live.entry(event.skaddr).insert_entry(conn).into_mut()
+            last_activity_ns: at_ns,
+        }
     }
 
     /// Drops the least recently active sixteenth of the table at once, so that a flood
     /// costs one O(n) pass per n/16 insertions rather than one per insertion.
     fn evict(&mut self) {
         let batch = (self.max_connections / 16).max(1);
-        let mut by_age: Vec<(u64, u64)> = self
-            .live
-            .values()
-            .map(|c| (c.last_activity_ns, c.id.skaddr))
+        let mut by_age: Vec<(u64, SocketAddr, SocketAddr, u64)> = self
+            .live()
+            .map(|c| (c.last_activity_ns, c.local, c.remote, c.id.skaddr))
             .collect();
         let batch = batch.min(by_age.len());
         if batch == 0 {
             return;
         }
         by_age.select_nth_unstable(batch - 1);
-        for &(_, skaddr) in &by_age[..batch] {
-            self.live.remove(&skaddr);
+        for &(_, local, remote, skaddr) in &by_age[..batch] {
+            if skaddr == 0 {
+                self.unbound.remove(&(local, remote));
+            } else {
+                self.live.remove(&skaddr);
+            }
         }
         self.stats.evictions += batch as u64;
     }
 
-    fn retire(&mut self, conn: Connection) {
+    pub(super) fn retire(&mut self, conn: Connection) {
         self.stats.finished += 1;
         if self.max_finished == 0 {
             return;

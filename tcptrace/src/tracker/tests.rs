@@ -1,0 +1,489 @@
+//! Every lifecycle, on synthetic event streams shaped like what the kernel sends.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::{
+    diag::DiagSocket,
+    event::{Comm, EventKind, Task, TcpEvent},
+    state::TcpState::{self, *},
+};
+
+const CLIENT: &str = "127.0.0.1:40000";
+const SERVER: &str = "127.0.0.1:8080";
+const MS: u64 = 1_000_000;
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn event(sk: u64, ms: u64, kind: EventKind, local: &str, remote: &str, pid: u32) -> TcpEvent {
+    TcpEvent {
+        ts_ns: ms * MS,
+        skaddr: sk,
+        task: Task {
+            pid,
+            tid: pid,
+            cgroup_id: 1,
+            comm: Comm(*b"app\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+        },
+        local: addr(local),
+        remote: addr(remote),
+        kind,
+    }
+}
+
+/// A state change of the client socket `sk`, made by `pid`.
+fn client(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
+    event(
+        sk,
+        ms,
+        EventKind::StateChange { old, new },
+        CLIENT,
+        SERVER,
+        100,
+    )
+}
+
+fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
+    event(
+        sk,
+        ms,
+        EventKind::StateChange { old, new },
+        SERVER,
+        CLIENT,
+        0,
+    )
+}
+
+fn run(tracker: &mut Tracker, events: &[TcpEvent]) {
+    for e in events {
+        tracker.apply(e);
+    }
+}
+
+fn tracker() -> Tracker {
+    Tracker::new(1024, 64)
+}
+
+fn states(conn: &Connection) -> Vec<TcpState> {
+    conn.steps.iter().map(|s| s.state).collect()
+}
+
+fn last_finished(t: &Tracker) -> &Connection {
+    t.finished().next_back().expect("a finished connection")
+}
+
+const CLIENT_OPEN: fn(u64) -> [TcpEvent; 2] = |sk| {
+    [
+        client(sk, 0, Close, SynSent),
+        client(sk, 2, SynSent, Established),
+    ]
+};
+
+#[test]
+fn three_way_handshake_active_open() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    let conn = t.live().next().unwrap();
+    assert_eq!(states(conn), [Close, SynSent, Established]);
+    let life = classify(conn);
+    assert_eq!(life.direction, Direction::Active);
+    assert_eq!(life.handshake_ns, Some(2 * MS));
+    assert_eq!(life.close, None);
+    assert_eq!(conn.owner.unwrap().pid, 100, "connect() names the owner");
+}
+
+#[test]
+fn four_way_close_active_side_goes_into_time_wait() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    run(
+        &mut t,
+        &[
+            client(1, 10, Established, FinWait1),
+            client(1, 11, FinWait1, FinWait2),
+            client(1, 12, FinWait2, Close),
+        ],
+    );
+    assert_eq!(t.live_count(), 0);
+    let conn = last_finished(&t);
+    assert_eq!(
+        states(conn),
+        [Close, SynSent, Established, FinWait1, FinWait2, Close]
+    );
+    let life = classify(conn);
+    assert_eq!(life.close, Some(CloseKind::ActiveClose));
+    assert!(life.time_wait);
+    let durations: Vec<_> = conn.durations().map(|(_, d)| d).collect();
+    assert_eq!(
+        durations,
+        [
+            Some(0),
+            Some(2 * MS),
+            Some(8 * MS),
+            Some(MS),
+            Some(MS),
+            None
+        ]
+    );
+}
+
+fn passive_life(sk: u64, close_wait_ms: u64, last_ack_ms: u64) -> Vec<TcpEvent> {
+    vec![
+        server(sk, 1, Listen, SynRecv),
+        server(sk, 2, SynRecv, Established),
+        server(sk, close_wait_ms, Established, CloseWait),
+        server(sk, last_ack_ms, CloseWait, LastAck),
+        server(sk, last_ack_ms + 1, LastAck, Close),
+    ]
+}
+
+#[test]
+fn four_way_close_passive_side() {
+    let mut t = tracker();
+    // The listener, so the accepted socket inherits its owner.
+    run(
+        &mut t,
+        &[event(
+            9,
+            0,
+            EventKind::StateChange {
+                old: Close,
+                new: Listen,
+            },
+            SERVER,
+            "0.0.0.0:0",
+            200,
+        )],
+    );
+    run(&mut t, &passive_life(2, 10, 20));
+    let conn = last_finished(&t);
+    let life = classify(conn);
+    assert_eq!(life.direction, Direction::Passive);
+    assert_eq!(life.handshake_ns, Some(MS));
+    assert_eq!(life.close, Some(CloseKind::PassiveClose));
+    assert!(!life.time_wait);
+    assert_eq!(conn.owner.unwrap().pid, 200, "the listener's owner");
+}
+
+/// Both ends on this host: the passive end's FIN left before the active end saw its
+/// own FIN acknowledged, so the ACK rode on that FIN.
+#[test]
+fn three_way_and_four_way_close_told_apart_when_both_ends_are_local() {
+    for (server_fin_ms, client_fin_acked_ms, shape) in [
+        (12, 12, CloseShape::ThreeWay),
+        (20, 11, CloseShape::FourWay),
+    ] {
+        let mut t = tracker();
+        run(&mut t, &CLIENT_OPEN(1));
+        run(&mut t, &passive_life(2, 10, server_fin_ms)[..2]);
+        run(&mut t, &[client(1, 10, Established, FinWait1)]);
+        run(&mut t, &passive_life(2, 10, server_fin_ms)[2..3]);
+        run(
+            &mut t,
+            &[
+                client(1, client_fin_acked_ms, FinWait1, FinWait2),
+                client(1, client_fin_acked_ms, FinWait2, Close),
+            ],
+        );
+        run(&mut t, &passive_life(2, 10, server_fin_ms)[3..]);
+        let active = t.finished().find(|c| c.id.skaddr == 1).unwrap();
+        let passive = t.partner(active).expect("paired");
+        assert_eq!(passive.id.skaddr, 2);
+        assert_eq!(t.partner(passive).unwrap().id, active.id);
+        assert_eq!(close_shape(active, passive), Some(shape));
+    }
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    run(
+        &mut t,
+        &[
+            client(1, 10, Established, FinWait1),
+            client(1, 11, FinWait1, Closing),
+            client(1, 12, Closing, Close),
+        ],
+    );
+    let life = classify(last_finished(&t));
+    assert_eq!(life.close, Some(CloseKind::SimultaneousClose));
+    assert!(life.time_wait);
+    assert_eq!(t.stats().illegal_transitions, 0);
+}
+
+#[test]
+fn abort_with_linger_zero_is_a_reset_sent_even_though_the_rst_comes_after_close() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    run(
+        &mut t,
+        &[
+            client(1, 10, Established, Close),
+            event(
+                1,
+                10,
+                EventKind::SendReset { state: Some(Close) },
+                CLIENT,
+                SERVER,
+                100,
+            ),
+        ],
+    );
+    let conn = last_finished(&t);
+    assert_eq!(conn.marks.len(), 1);
+    let life = classify(conn);
+    assert_eq!(life.close, Some(CloseKind::ResetSent));
+    assert!(!life.time_wait);
+}
+
+#[test]
+fn reset_received_after_the_handshake() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    run(
+        &mut t,
+        &[
+            event(
+                1,
+                10,
+                EventKind::ReceiveReset {
+                    state: Some(Established),
+                },
+                CLIENT,
+                SERVER,
+                0,
+            ),
+            client(1, 10, Established, Close),
+        ],
+    );
+    assert_eq!(
+        classify(last_finished(&t)).close,
+        Some(CloseKind::ResetReceived)
+    );
+}
+
+#[test]
+fn refused_connect_and_handshake_timeout() {
+    let mut t = tracker();
+    run(
+        &mut t,
+        &[
+            client(1, 0, Close, SynSent),
+            event(
+                1,
+                1,
+                EventKind::ReceiveReset {
+                    state: Some(SynSent),
+                },
+                CLIENT,
+                SERVER,
+                0,
+            ),
+            client(1, 1, SynSent, Close),
+        ],
+    );
+    let life = classify(last_finished(&t));
+    assert_eq!(life.close, Some(CloseKind::Refused));
+    assert_eq!(life.handshake_ns, None);
+
+    run(
+        &mut t,
+        &[
+            client(2, 0, Close, SynSent),
+            client(2, 7000, SynSent, Close),
+        ],
+    );
+    assert_eq!(
+        classify(last_finished(&t)).close,
+        Some(CloseKind::NeverEstablished)
+    );
+}
+
+#[test]
+fn a_reused_skaddr_starts_a_new_connection() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    run(&mut t, &[client(1, 5, Established, Close)]);
+    run(&mut t, &CLIENT_OPEN(1));
+    let first = last_finished(&t).id;
+    let second = t.live().next().unwrap().id;
+    assert_eq!(first.skaddr, second.skaddr);
+    assert_ne!(first.generation, second.generation);
+    assert_eq!(t.stats().gaps, 0);
+
+    // Reused while we still thought it alive: its →CLOSE was lost.
+    run(&mut t, &CLIENT_OPEN(1));
+    assert_eq!(t.live_count(), 1);
+    assert_eq!(t.stats().gaps, 1);
+    assert_eq!(t.stats().finished, 2);
+}
+
+fn diag(state: TcpState, local: &str, remote: &str) -> DiagSocket {
+    DiagSocket {
+        state,
+        local: addr(local),
+        remote: addr(remote),
+        inode: 1,
+        uid: 0,
+        recv_queue: 0,
+        timewait: state == TimeWait,
+    }
+}
+
+#[test]
+fn reconcile_closes_what_the_kernel_no_longer_has_and_adds_what_it_has() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1));
+    // The client's →CLOSE is lost; the kernel instead has a CLOSE_WAIT socket no event
+    // told us about.
+    let dump = [diag(CloseWait, "127.0.0.1:9000", "127.0.0.1:50000")];
+    let report = t.reconcile(&dump, 100 * MS, 101 * MS);
+    assert_eq!((report.closed, report.added), (1, 1));
+    assert_eq!(t.stats().reconcile_closed, 1);
+    assert_eq!(t.stats().reconcile_added, 1);
+    assert_eq!(classify(last_finished(&t)).close, Some(CloseKind::Vanished));
+    let added = t.live().next().unwrap();
+    assert_eq!((added.state(), added.seen_since_start), (CloseWait, true));
+
+    // Its next transition names its kernel address and continues its story.
+    let events = [
+        event(
+            7,
+            200,
+            EventKind::StateChange {
+                old: CloseWait,
+                new: LastAck,
+            },
+            "127.0.0.1:9000",
+            "127.0.0.1:50000",
+            300,
+        ),
+        event(
+            7,
+            201,
+            EventKind::StateChange {
+                old: LastAck,
+                new: Close,
+            },
+            "127.0.0.1:9000",
+            "127.0.0.1:50000",
+            0,
+        ),
+    ];
+    assert_eq!(
+        t.apply(&events[0]).time_in_old_state_ns,
+        None,
+        "age unknown"
+    );
+    t.apply(&events[1]);
+    assert_eq!(t.live_count(), 0);
+    let conn = last_finished(&t);
+    assert_eq!(states(conn), [CloseWait, LastAck, Close]);
+    assert_eq!(classify(conn).close, Some(CloseKind::PassiveClose));
+    assert_eq!(t.stats().gaps, 0);
+}
+
+#[test]
+fn reconcile_leaves_alone_what_changed_after_the_dump_started() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1)); // last activity at 2 ms
+    let report = t.reconcile(&[], 1 * MS, 3 * MS);
+    assert_eq!(report.closed, 0);
+    assert_eq!(t.live_count(), 1);
+}
+
+#[test]
+fn seeding_counts_sockets_and_time_wait_exactly() {
+    let mut t = tracker();
+    let mut dump = vec![
+        diag(Listen, "0.0.0.0:8080", "0.0.0.0:0"),
+        diag(TimeWait, "127.0.0.1:40001", SERVER),
+        diag(TimeWait, "127.0.0.1:40002", SERVER),
+        diag(TimeWait, "127.0.0.1:40003", "127.0.0.1:9999"),
+    ];
+    for port in 0..3 {
+        dump.push(diag(
+            CloseWait,
+            SERVER,
+            &format!("127.0.0.1:{}", 41000 + port),
+        ));
+    }
+    // An orphan's FIN_WAIT2 timewait socket is not a connection.
+    let mut fw2 = diag(FinWait2, "127.0.0.1:40009", SERVER);
+    fw2.timewait = true;
+    dump.push(fw2);
+    let report = t.seed(&dump, 5 * MS);
+    assert_eq!(report.added, 3);
+    assert_eq!(t.stats().seeded, 3);
+    assert_eq!(t.stats().reconcile_added, 0);
+    assert_eq!(t.live().filter(|c| c.state() == CloseWait).count(), 3);
+    assert_eq!(t.time_wait().total, 3);
+    assert_eq!(t.time_wait().by_remote[&addr(SERVER)], 2);
+    assert_eq!(t.time_wait().by_remote[&addr("127.0.0.1:9999")], 1);
+    // Seeding again finds nothing new.
+    assert_eq!(
+        t.reconcile(&dump, 6 * MS, 6 * MS),
+        ReconcileReport {
+            closed: 0,
+            added: 0,
+            time_wait: 3
+        }
+    );
+}
+
+#[test]
+fn time_wait_remotes_are_capped_with_an_other_bucket() {
+    let sockets: Vec<DiagSocket> = (0..reconcile::MAX_TIME_WAIT_REMOTES as u32 + 10)
+        .map(|i| {
+            diag(
+                TimeWait,
+                CLIENT,
+                &format!("10.0.{}.{}:80", i / 256, i % 256),
+            )
+        })
+        .collect();
+    let level = TimeWaitLevel::from_sockets(&sockets);
+    assert_eq!(level.total, sockets.len() as u64);
+    assert_eq!(level.by_remote.len(), reconcile::MAX_TIME_WAIT_REMOTES);
+    assert_eq!(level.other, 10);
+}
+
+#[test]
+fn the_table_stays_at_its_cap_and_counts_evictions() {
+    let mut t = Tracker::new(16, 4);
+    // Opened in reverse address order, so that survival follows activity time, not
+    // the address.
+    for sk in (1..=100u64).rev() {
+        run(&mut t, &[client(sk, 200 - sk, Close, SynSent)]);
+    }
+    assert_eq!(t.live_count(), 16);
+    assert_eq!(t.stats().evictions, 84);
+    // The survivors are the most recently active: the last 16 opened.
+    let mut kept: Vec<u64> = t.live().map(|c| c.id.skaddr).collect();
+    kept.sort();
+    assert_eq!(kept, (1..=16).collect::<Vec<_>>());
+    // The finished ring is bounded too.
+    for sk in 1..=16u64 {
+        run(&mut t, &[client(sk, 500, SynSent, Close)]);
+    }
+    assert_eq!(t.finished().count(), 4);
+}
+
+#[test]
+fn an_illegal_transition_is_flagged_not_dropped() {
+    let mut t = tracker();
+    run(
+        &mut t,
+        &[
+            client(1, 0, Close, SynSent),
+            client(1, 1, SynSent, CloseWait),
+        ],
+    );
+    let conn = t.live().next().unwrap();
+    assert_eq!(conn.state(), CloseWait);
+    assert_eq!(conn.illegal, [(SynSent, CloseWait)]);
+    assert_eq!(t.stats().illegal_transitions, 1);
+}
