@@ -61,9 +61,27 @@ pub struct WatchArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Print each connection's story when it ends (and every live one on SIGUSR1)
+    /// instead of each event; two ends on this host get a sequence diagram.
+    #[arg(long)]
+    pub timelines: bool,
+
+    /// How often to compare the table with the kernel's socket list (sock_diag), which
+    /// heals lost events and gives exact TIME_WAIT counts, e.g. 5s, 500ms, 1m.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_interval)]
+    pub reconcile_interval: std::time::Duration,
+
     /// Size of the kernel's ring buffer in bytes (a power of two, at least a page).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES")]
     pub ring_buffer_bytes: u32,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(interval)
 }
 
 impl WatchArgs {

@@ -31,6 +31,16 @@ impl EventFilter {
     }
 }
 
+impl EventFilter {
+    /// The same filter for a whole connection (`--timelines`): its owner, and any state
+    /// it went through.
+    pub fn matches_connection(&self, conn: &crate::tracker::Connection) -> bool {
+        self.pid
+            .is_none_or(|pid| conn.owner.is_some_and(|o| o.pid == pid))
+            && (self.states.is_empty() || conn.steps.iter().any(|s| self.states.contains(&s.state)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tcptrace_common::kind;

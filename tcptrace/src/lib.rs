@@ -12,5 +12,6 @@ pub mod filter;
 pub mod output;
 pub mod probe;
 pub mod state;
+pub mod timeline;
 pub mod tracker;
 pub mod watch;

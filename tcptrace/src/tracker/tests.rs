@@ -390,7 +390,7 @@ fn reconcile_closes_what_the_kernel_no_longer_has_and_adds_what_it_has() {
 fn reconcile_leaves_alone_what_changed_after_the_dump_started() {
     let mut t = tracker();
     run(&mut t, &CLIENT_OPEN(1)); // last activity at 2 ms
-    let report = t.reconcile(&[], 1 * MS, 3 * MS);
+    let report = t.reconcile(&[], MS, 3 * MS);
     assert_eq!(report.closed, 0);
     assert_eq!(t.live_count(), 1);
 }

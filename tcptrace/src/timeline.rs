@@ -1,0 +1,327 @@
+//! How `watch --timelines` prints a finished connection: its story on one line, and for
+//! two ends on this host, the textbook sequence diagram.
+
+use serde::Serialize;
+
+use crate::{
+    clock::human_duration,
+    state::TcpState::{self, *},
+    tracker::{classify, close_shape, CloseShape, Connection, Lifecycle},
+};
+
+fn owner_text(conn: &Connection) -> String {
+    conn.owner.map_or("owner unknown".to_owned(), |o| {
+        format!("pid {} {}", o.pid, o.comm.as_str())
+    })
+}
+
+/// `SYN_SENT 0.08ms → ESTABLISHED 2.1s → FIN_WAIT1 0.03ms → FIN_WAIT2 0.01ms → TIME_WAIT`
+pub fn steps_text(conn: &Connection, life: &Lifecycle) -> String {
+    let mut parts = Vec::new();
+    for (i, (step, duration)) in conn.durations().enumerate() {
+        // The state before connect()/accept is not part of the story.
+        if i == 0 && !conn.seen_since_start && matches!(step.state, Close | Listen) {
+            continue;
+        }
+        let name = if step.state == Close && life.time_wait {
+            "TIME_WAIT".to_owned()
+        } else {
+            step.state.to_string()
+        };
+        let at_least = if i == 0 && conn.seen_since_start {
+            "≥"
+        } else {
+            ""
+        };
+        parts.push(match duration {
+            Some(ns) => format!("{name} {at_least}{}", human_duration(ns)),
+            None => name,
+        });
+    }
+    parts.join(" → ")
+}
+
+/// The serde name of a unit variant, in words: `active_close` → `active close`.
+pub fn words(value: impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name.replace('_', " "),
+        _ => String::new(),
+    }
+}
+
+fn close_text(life: &Lifecycle) -> String {
+    let close = life.close.map_or("still open".to_owned(), words);
+    let handshake = life
+        .handshake_ns
+        .map(|ns| format!(", handshake {}", human_duration(ns)))
+        .unwrap_or_default();
+    format!("{} open{handshake}, {close}", words(life.direction))
+}
+
+/// Two lines: the 4-tuple, owner and classification, then the states.
+pub fn human(conn: &Connection) -> String {
+    let life = classify(conn);
+    let since = if conn.seen_since_start {
+        " (seen since start)"
+    } else {
+        ""
+    };
+    format!(
+        "{} → {}  {}  {}{since}\n    {}",
+        conn.local,
+        conn.remote,
+        owner_text(conn),
+        close_text(&life),
+        steps_text(conn, &life)
+    )
+}
+
+/// The segment an end sends when it makes this transition (RFC 793 figure 6).
+fn segment_sent(old: TcpState, new: TcpState, shape: Option<CloseShape>) -> Option<&'static str> {
+    let three_way = shape == Some(CloseShape::ThreeWay);
+    Some(match (old, new) {
+        (Close, SynSent) => "SYN",
+        (Listen, SynRecv) => "SYN+ACK",
+        (SynSent, Established) => "ACK",
+        (Established, FinWait1) => "FIN",
+        (Established, CloseWait) if !three_way => "ACK",
+        (CloseWait, LastAck) if three_way => "FIN+ACK",
+        (CloseWait, LastAck) => "FIN",
+        (FinWait1, Closing) | (FinWait2, Close) | (Closing, Close) => "ACK",
+        _ => return None,
+    })
+}
+
+const ARROW: usize = 26;
+
+/// The sequence diagram of two local ends, client (active opener) on the left.
+pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
+    let (active, passive) = if entered_first(client, server, FinWait1) {
+        (client, server)
+    } else {
+        (server, client)
+    };
+    let shape = close_shape(active, passive);
+    // Linux makes the child socket (LISTEN → SYN_RECV) only when the handshake's last
+    // ACK arrives; until then the half-open connection is a request socket that already
+    // sent the SYN+ACK. Draw that SYN+ACK where it was sent: right after the SYN.
+    let syn_sent = client
+        .steps
+        .iter()
+        .find(|s| s.state == SynSent)
+        .map(|s| s.entered_ns);
+    let mut rows: Vec<(u64, bool, TcpState, Option<&str>)> = Vec::new();
+    for (conn, left) in [(client, true), (server, false)] {
+        let life = classify(conn);
+        for pair in conn.steps.windows(2) {
+            let (old, new) = (pair[0].state, pair[1].state);
+            let shown = if new == Close && life.time_wait {
+                TimeWait
+            } else {
+                new
+            };
+            let at = match (old, new, syn_sent) {
+                (Listen, SynRecv, Some(syn)) => syn,
+                // An orphan hands over to its timewait socket before the peer's FIN;
+                // the ACK of that FIN comes later, from the timewait socket.
+                (FinWait2, Close, _) if shown == TimeWait => pair[1]
+                    .entered_ns
+                    .max(peer_fin(if left { server } else { client }) + 1),
+                _ => pair[1].entered_ns,
+            };
+            rows.push((at, left, shown, segment_sent(old, new, shape)));
+        }
+    }
+    rows.sort_by_key(|r| (r.0, !r.1));
+    let client_title = format!("client {}", client.local);
+    let mut out = format!(
+        "{client_title:<14}{:^width$}server {}\n",
+        "",
+        server.local,
+        width = ARROW + 4
+    );
+    for (_, left, state, segment) in rows {
+        let arrow = match (segment, left) {
+            // Every arrow is ARROW characters wide: 2 + segment + dashes + 1.
+            (Some(seg), true) => format!("──{seg}{}▶", "─".repeat(ARROW - seg.len() - 3)),
+            (Some(seg), false) => format!("◀{}{seg}──", "─".repeat(ARROW - seg.len() - 3)),
+            (None, _) => " ".repeat(ARROW),
+        };
+        let (l, r) = if left {
+            (state.to_string(), String::new())
+        } else {
+            (String::new(), state.to_string())
+        };
+        out.push_str(format!("  {l:<14}{arrow}  {r}").trim_end());
+        out.push('\n');
+    }
+    if let Some(shape) = shape {
+        out.push_str(&format!("  close: {}\n", words(shape)));
+    }
+    out
+}
+
+/// When `conn` sent its FIN as the passive closer (0 if it did not).
+fn peer_fin(conn: &Connection) -> u64 {
+    conn.steps
+        .iter()
+        .find(|s| s.state == LastAck)
+        .map_or(0, |s| s.entered_ns)
+}
+
+fn entered_first(a: &Connection, b: &Connection, state: TcpState) -> bool {
+    let at = |c: &Connection| {
+        c.steps
+            .iter()
+            .find(|s| s.state == state)
+            .map(|s| s.entered_ns)
+    };
+    match (at(a), at(b)) {
+        (Some(x), Some(y)) => x <= y,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+#[derive(Serialize)]
+struct JsonTimeline<'a> {
+    #[serde(flatten)]
+    connection: &'a Connection,
+    lifecycle: Lifecycle,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<crate::tracker::ConnId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_shape: Option<CloseShape>,
+}
+
+pub fn json(conn: &Connection, partner: Option<&Connection>) -> String {
+    let close_shape = partner.and_then(|p| {
+        if entered_first(conn, p, FinWait1) {
+            close_shape(conn, p)
+        } else {
+            close_shape(p, conn)
+        }
+    });
+    serde_json::to_string(&JsonTimeline {
+        connection: conn,
+        lifecycle: classify(conn),
+        peer: partner.map(|p| p.id),
+        close_shape,
+    })
+    .expect("plain data serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::{ConnId, Direction, Step};
+
+    fn conn(skaddr: u64, local: &str, remote: &str, steps: &[(TcpState, u64)]) -> Connection {
+        Connection {
+            id: ConnId {
+                skaddr,
+                generation: skaddr,
+            },
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            direction: if steps[0].0 == Listen {
+                Direction::Passive
+            } else {
+                Direction::Active
+            },
+            owner: None,
+            steps: steps
+                .iter()
+                .map(|&(state, ms)| Step {
+                    state,
+                    entered_ns: ms * 1_000_000,
+                })
+                .collect(),
+            marks: vec![],
+            retransmits: 0,
+            seen_since_start: false,
+            vanished: false,
+            illegal: vec![],
+            last_activity_ns: 0,
+        }
+    }
+
+    fn pair() -> (Connection, Connection) {
+        let client = conn(
+            1,
+            "127.0.0.1:40000",
+            "127.0.0.1:80",
+            &[
+                (Close, 0),
+                (SynSent, 0),
+                (Established, 2),
+                (FinWait1, 10),
+                (FinWait2, 11),
+                (Close, 11),
+            ],
+        );
+        let server = conn(
+            2,
+            "127.0.0.1:80",
+            "127.0.0.1:40000",
+            &[
+                (Listen, 0),
+                (SynRecv, 1),
+                (Established, 3),
+                (CloseWait, 10),
+                (LastAck, 20),
+                (Close, 21),
+            ],
+        );
+        (client, server)
+    }
+
+    #[test]
+    fn one_connection_reads_as_a_story() {
+        let (client, _) = pair();
+        let text = human(&client);
+        assert_eq!(
+            text,
+            "127.0.0.1:40000 → 127.0.0.1:80  owner unknown  active open, handshake 2.00ms, \
+             active close\n    SYN_SENT 2.00ms → ESTABLISHED 8.00ms → FIN_WAIT1 1.00ms → \
+             FIN_WAIT2 0.000ms → TIME_WAIT"
+        );
+    }
+
+    #[test]
+    fn two_local_ends_draw_the_textbook_diagram() {
+        let (client, server) = pair();
+        let diagram = sequence_diagram(&client, &server);
+        let lines: Vec<&str> = diagram.lines().map(str::trim_end).collect();
+        let expected = [
+            "  SYN_SENT      ──SYN────────────────────▶",
+            "                ◀────────────────SYN+ACK──  SYN_RECV",
+            "  ESTABLISHED   ──ACK────────────────────▶",
+            "                                            ESTABLISHED",
+            "  FIN_WAIT1     ──FIN────────────────────▶",
+            "                ◀────────────────────ACK──  CLOSE_WAIT",
+            "  FIN_WAIT2",
+            "                ◀────────────────────FIN──  LAST_ACK",
+            "  TIME_WAIT     ──ACK────────────────────▶",
+            "                                            CLOSE",
+            "  close: four way",
+        ];
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["client", "127.0.0.1:40000", "server", "127.0.0.1:80"]
+        );
+        assert_eq!(&lines[1..], expected, "\n{diagram}");
+    }
+
+    #[test]
+    fn json_carries_the_classification_and_the_peer() {
+        let (client, server) = pair();
+        let value: serde_json::Value = serde_json::from_str(&json(&client, Some(&server))).unwrap();
+        assert_eq!(value["lifecycle"]["close"], "active_close");
+        assert_eq!(value["lifecycle"]["time_wait"], true);
+        assert_eq!(value["lifecycle"]["direction"], "active");
+        assert_eq!(value["close_shape"], "four_way");
+        assert_eq!(value["peer"]["skaddr"], 2);
+        assert_eq!(value["steps"][1]["state"], "SYN_SENT");
+    }
+}
