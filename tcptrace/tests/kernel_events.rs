@@ -155,21 +155,14 @@ fn connect_to_a_closed_port_is_refused_with_a_reset() {
 
     let events = harness.collect_until(Duration::from_secs(5), |e| closes(e) >= 1);
     let client = socket_starting_with(events, Close, SynSent).expect("no connect event");
-    let kinds: Vec<EventKind> = client.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds(&client),
         [
-            EventKind::StateChange {
-                old: Close,
-                new: SynSent
-            },
+            change(Close, SynSent),
             EventKind::ReceiveReset {
                 state: Some(SynSent)
             },
-            EventKind::StateChange {
-                old: SynSent,
-                new: Close
-            },
+            change(SynSent, Close),
         ],
         "{client:#?}"
     );
@@ -202,48 +195,28 @@ fn linger_zero_close_aborts_with_a_sent_reset() {
 
     let events = harness.collect_until(Duration::from_secs(5), |e| closes(e) >= 2);
     let client = socket_starting_with(events, Close, SynSent).expect("no connect event");
-    let kinds: Vec<EventKind> = client.iter().map(|e| e.kind).collect();
     // tcp_disconnect() sets CLOSE first, then tcp_send_active_reset() reports the
     // socket's state, by then CLOSE (net/ipv4/tcp.c).
     assert_eq!(
-        kinds,
+        kinds(&client),
         [
-            EventKind::StateChange {
-                old: Close,
-                new: SynSent
-            },
-            EventKind::StateChange {
-                old: SynSent,
-                new: Established
-            },
-            EventKind::StateChange {
-                old: Established,
-                new: Close
-            },
+            change(Close, SynSent),
+            change(SynSent, Established),
+            change(Established, Close),
             EventKind::SendReset { state: Some(Close) },
         ],
         "{client:#?}"
     );
     let server = socket_starting_with(events, Listen, SynRecv).expect("no child socket");
-    let kinds: Vec<EventKind> = server.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds(&server),
         [
-            EventKind::StateChange {
-                old: Listen,
-                new: SynRecv
-            },
-            EventKind::StateChange {
-                old: SynRecv,
-                new: Established
-            },
+            change(Listen, SynRecv),
+            change(SynRecv, Established),
             EventKind::ReceiveReset {
                 state: Some(Established)
             },
-            EventKind::StateChange {
-                old: Established,
-                new: Close
-            },
+            change(Established, Close),
         ],
         "{server:#?}"
     );

@@ -136,6 +136,16 @@ pub fn transitions(events: &[TcpEvent]) -> Vec<(TcpState, TcpState)> {
         .collect()
 }
 
+/// What happened to one socket, in order.
+pub fn kinds(events: &[TcpEvent]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+/// `old → new`, for writing expected sequences.
+pub fn change(old: TcpState, new: TcpState) -> EventKind {
+    EventKind::StateChange { old, new }
+}
+
 /// How many `→ CLOSE` transitions, to know when a scenario is over.
 pub fn closes(events: &[TcpEvent]) -> usize {
     transitions(events)
