@@ -64,7 +64,7 @@ fn print_finished(
     json: bool,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let Some(conn) = tracker.finished().rev().find(|c| c.id == id) else {
+    let Some(conn) = tracker.finished_by_id(id) else {
         return Ok(());
     };
     if !filter.matches_connection(conn) {
@@ -188,11 +188,10 @@ pub async fn run(args: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<Summar
     }
 
     let kernel = probe.kernel_counters()?;
+    // A reader that stopped on its own (the loop saw its channel close) had an error;
+    // one still running is cancelled here.
     reader.abort();
-    if let Ok(Ok(Err(err))) = tokio::time::timeout(std::time::Duration::from_secs(1), reader)
-        .await
-        .map(|joined| joined.map_err(|_| ()))
-    {
+    if let Ok(Err(err)) = reader.await {
         return Err(err).context("reading events from the kernel");
     }
     // Detaches every program and frees every map.

@@ -127,7 +127,7 @@ fn active_close_scenario(ip: IpAddr, port: u16) {
 
 #[test]
 fn ipv4_client_active_close_and_server_passive_close() {
-    if !root_or_skip("ipv4_client_active_close_and_server_passive_close") {
+    if !root_or_skip() {
         return;
     }
     active_close_scenario(IpAddr::from([127, 0, 0, 1]), PORT_ACTIVE_V4);
@@ -135,7 +135,7 @@ fn ipv4_client_active_close_and_server_passive_close() {
 
 #[test]
 fn ipv6_client_active_close_and_server_passive_close() {
-    if !root_or_skip("ipv6_client_active_close_and_server_passive_close") {
+    if !root_or_skip() {
         return;
     }
     active_close_scenario(IpAddr::V6(Ipv6Addr::LOCALHOST), PORT_ACTIVE_V6);
@@ -145,7 +145,7 @@ fn ipv6_client_active_close_and_server_passive_close() {
 
 #[test]
 fn connect_to_a_closed_port_is_refused_with_a_reset() {
-    if !root_or_skip("connect_to_a_closed_port_is_refused_with_a_reset") {
+    if !root_or_skip() {
         return;
     }
     let mut harness = Harness::start(port_filter(&[PORT_REFUSED]));
@@ -181,7 +181,7 @@ fn connect_to_a_closed_port_is_refused_with_a_reset() {
 
 #[test]
 fn linger_zero_close_aborts_with_a_sent_reset() {
-    if !root_or_skip("linger_zero_close_aborts_with_a_sent_reset") {
+    if !root_or_skip() {
         return;
     }
     let mut harness = Harness::start(port_filter(&[PORT_LINGER]));
@@ -225,7 +225,7 @@ fn linger_zero_close_aborts_with_a_sent_reset() {
 
 #[test]
 fn port_filter_keeps_other_ports_out_in_the_kernel() {
-    if !root_or_skip("port_filter_keeps_other_ports_out_in_the_kernel") {
+    if !root_or_skip() {
         return;
     }
     let mut harness = Harness::start(port_filter(&[PORT_FILTERED_IN]));
@@ -260,7 +260,7 @@ fn port_filter_keeps_other_ports_out_in_the_kernel() {
 /// (failed retransmits, err != 0, are counted in TCPRetransFail instead).
 #[test]
 fn retransmit_events_equal_the_kernels_retrans_segs() {
-    if !root_or_skip("retransmit_events_equal_the_kernels_retrans_segs") {
+    if !root_or_skip() {
         return;
     }
     let pair = netns::NetnsPair::create("tt-rtx", 7);

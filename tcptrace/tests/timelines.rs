@@ -55,7 +55,7 @@ fn ss_count(state: &str, port: u16) -> usize {
 
 #[test]
 fn both_loopback_ends_are_paired_and_classified() {
-    if !root_or_skip("both_loopback_ends_are_paired_and_classified") {
+    if !root_or_skip() {
         return;
     }
     let mut harness = Harness::start(filter(PORT_PAIRED));
@@ -118,7 +118,7 @@ fn both_loopback_ends_are_paired_and_classified() {
 
 #[test]
 fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
-    if !root_or_skip("close_wait_sockets_made_before_tcptrace_starts_are_seeded") {
+    if !root_or_skip() {
         return;
     }
     const N: usize = 5;
@@ -170,7 +170,7 @@ fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
 
 #[test]
 fn time_wait_level_equals_what_ss_counts() {
-    if !root_or_skip("time_wait_level_equals_what_ss_counts") {
+    if !root_or_skip() {
         return;
     }
     const N: usize = 20;

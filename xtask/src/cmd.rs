@@ -31,8 +31,18 @@ pub fn is_root() -> bool {
 
 /// Runs `program args…` and fails with its name if it fails.
 pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> anyhow::Result<()> {
+    run_with_env(program, args, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    env: &[(&str, &OsStr)],
+) -> anyhow::Result<()> {
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("cannot run {program}"))?;
@@ -51,11 +61,13 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The cargo that runs xtask, so the same toolchain builds everything.
+pub fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    run(
-        &std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-        args,
-    )
+    run(&cargo_program(), args)
 }
 
 /// Replaces this process with `binary args…`, through sudo when not root, so that

@@ -82,27 +82,28 @@ fn bpf_linker() -> anyhow::Result<()> {
         std::os::unix::fs::symlink(&lib, &link)
             .with_context(|| format!("linking {} to {}", link.display(), lib.display()))?;
     }
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args([
+    let features = format!("llvm-{llvm_major}");
+    cmd::run_with_env(
+        &cmd::cargo_program(),
+        &[
             "install",
             "bpf-linker",
             "--version",
             BPF_LINKER_VERSION,
             "--no-default-features",
             "--features",
-            &format!("llvm-{llvm_major}"),
+            &features,
             "--force",
-        ])
-        .env("LLVM_PREFIX", &prefix)
-        .status()
-        .context("running cargo install bpf-linker")?;
-    if !status.success() {
-        bail!(
-            "`cargo install bpf-linker` failed ({status}); see its output above. It needs \
-             crates.io and the nightly's libLLVM linked in {}",
+        ],
+        &[("LLVM_PREFIX", prefix.as_os_str())],
+    )
+    .with_context(|| {
+        format!(
+            "building bpf-linker (see its output above); it needs crates.io and the \
+             nightly's libLLVM linked in {}",
             prefix_lib.display()
-        );
-    }
+        )
+    })?;
     match bpf_linker_version() {
         Some(v) if v.trim() == wanted => Ok(()),
         Some(v) => bail!(

@@ -48,10 +48,9 @@ pub fn spawn_reader(
     tokio::spawn(read_loop(ring, tx, stats))
 }
 
+/// The kind byte of a record that decoded, so a valid index into `events_by_kind`.
 fn kind_index(bytes: &[u8]) -> usize {
-    // The kind byte of a well-formed record (see `Event`); checked by decode first.
-    const KIND_OFFSET: usize = 42;
-    usize::from(bytes[KIND_OFFSET])
+    usize::from(bytes[std::mem::offset_of!(tcptrace_common::Event, kind)])
 }
 
 async fn read_loop(

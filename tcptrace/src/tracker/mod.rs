@@ -6,6 +6,7 @@
 //! are kept apart. The table is bounded; see [`Tracker::new`].
 
 mod connection;
+mod finished;
 mod lifecycle;
 mod reconcile;
 mod rfc793;

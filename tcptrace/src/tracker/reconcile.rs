@@ -8,7 +8,10 @@ use std::{
 
 use serde::Serialize;
 
-use super::{connection::Direction, Tracker};
+use super::{
+    connection::{Connection, Direction},
+    Tracker,
+};
 use crate::{diag::DiagSocket, state::TcpState};
 
 /// The most remote endpoints whose TIME_WAIT counts are kept apart; the rest are
@@ -64,9 +67,9 @@ impl Tracker {
     /// At startup: every existing socket enters the table, marked "seen since start"
     /// (its age is unknown).
     pub fn seed(&mut self, sockets: &[DiagSocket], now_ns: u64) -> ReconcileReport {
-        let report = self.reconcile(sockets, now_ns, now_ns);
+        let report = self.compare(sockets, now_ns, now_ns);
         self.stats.seeded += report.added;
-        self.stats.reconcile_added -= report.added;
+        self.stats.reconcile_closed += report.closed;
         report
     }
 
@@ -80,18 +83,28 @@ impl Tracker {
         dump_started_ns: u64,
         now_ns: u64,
     ) -> ReconcileReport {
+        let report = self.compare(sockets, dump_started_ns, now_ns);
+        self.stats.reconcile_added += report.added;
+        self.stats.reconcile_closed += report.closed;
+        report
+    }
+
+    fn compare(
+        &mut self,
+        sockets: &[DiagSocket],
+        dump_started_ns: u64,
+        now_ns: u64,
+    ) -> ReconcileReport {
         self.time_wait = TimeWaitLevel::from_sockets(sockets);
         let present: HashSet<(SocketAddr, SocketAddr)> = sockets
             .iter()
             .filter(|s| is_connection(s))
             .map(DiagSocket::tuple)
             .collect();
-        let stale = |c: &super::Connection| {
-            c.last_activity_ns < dump_started_ns && !present.contains(&c.tuple())
-        };
+        let stale =
+            |c: &Connection| c.last_activity_ns < dump_started_ns && !present.contains(&c.tuple());
         let gone_bound: Vec<u64> = self
-            .live
-            .values()
+            .bound()
             .filter(|c| stale(c))
             .map(|c| c.id.skaddr)
             .collect();
@@ -99,37 +112,32 @@ impl Tracker {
             .unbound
             .values()
             .filter(|c| stale(c))
-            .map(|c| c.tuple())
+            .map(Connection::tuple)
             .collect();
+        let mut vanished: Vec<Connection> = gone_bound
+            .into_iter()
+            .filter_map(|sk| self.remove_live(sk))
+            .collect();
+        vanished.extend(gone_unbound.iter().filter_map(|t| self.unbound.remove(t)));
         let mut report = ReconcileReport {
             time_wait: self.time_wait.total,
-            ..ReconcileReport::default()
+            closed: vanished.len() as u64,
+            added: 0,
         };
-        let vanished = gone_bound
-            .into_iter()
-            .filter_map(|sk| self.live.remove(&sk))
-            .chain(
-                gone_unbound
-                    .into_iter()
-                    .filter_map(|t| self.unbound.remove(&t))
-                    .collect::<Vec<_>>(),
-            )
-            .collect::<Vec<_>>();
         for mut conn in vanished {
             conn.vanished = true;
             conn.push_step(TcpState::Close, now_ns);
             self.retire(conn);
-            report.closed += 1;
         }
 
         let known: HashSet<(SocketAddr, SocketAddr)> = self
             .live()
-            .map(|c| c.tuple())
+            .map(Connection::tuple)
             .chain(
                 self.finished
                     .iter()
                     .filter(|c| c.last_activity_ns >= dump_started_ns)
-                    .map(|c| c.tuple()),
+                    .map(Connection::tuple),
             )
             .collect();
         for socket in sockets.iter().filter(|s| is_connection(s)) {
@@ -143,8 +151,6 @@ impl Tracker {
             self.unbound.insert(socket.tuple(), conn);
             report.added += 1;
         }
-        self.stats.reconcile_closed += report.closed;
-        self.stats.reconcile_added += report.added;
         report
     }
 }

@@ -1,14 +1,12 @@
 //! The bounded table of live connections and listeners, and the ring of finished ones.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-};
+use std::{collections::HashMap, net::SocketAddr};
 
 use serde::Serialize;
 
 use super::{
     connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step},
+    finished::FinishedRing,
     rfc793,
 };
 use crate::{
@@ -58,15 +56,18 @@ pub struct Applied {
 }
 
 pub struct Tracker {
-    pub(super) live: HashMap<u64, Connection>,
+    /// Connections by kernel address. Change it only through `insert_live` and
+    /// `remove_live`, which keep `live_by_tuple` in step.
+    live: HashMap<u64, Connection>,
+    /// skaddr of the live connection with each 4-tuple, once its local port is known.
+    live_by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
     /// Connections seen by sock_diag but not yet by an event: no kernel address yet,
     /// keyed by (local, remote) until their next transition names their skaddr.
     pub(super) unbound: HashMap<(SocketAddr, SocketAddr), Connection>,
     pub(super) time_wait: super::reconcile::TimeWaitLevel,
     listeners: HashMap<u64, Listener>,
-    pub(super) finished: VecDeque<Connection>,
+    pub(super) finished: FinishedRing,
     pub(super) max_connections: usize,
-    max_finished: usize,
     next_generation: u64,
     pub(super) stats: TrackerStats,
 }
@@ -77,12 +78,12 @@ impl Tracker {
     pub fn new(max_connections: usize, max_finished: usize) -> Self {
         Self {
             live: HashMap::new(),
+            live_by_tuple: HashMap::new(),
             unbound: HashMap::new(),
             time_wait: Default::default(),
             listeners: HashMap::new(),
-            finished: VecDeque::new(),
+            finished: FinishedRing::new(max_finished),
             max_connections: max_connections.max(1),
-            max_finished,
             next_generation: 1,
             stats: TrackerStats::default(),
         }
@@ -107,14 +108,42 @@ impl Tracker {
     }
 
     /// The other end of `conn` when both ends are on this host: the connection whose
-    /// local and remote addresses are `conn`'s remote and local.
+    /// local and remote addresses are `conn`'s remote and local. Live ends first, then
+    /// the latest finished one. O(1): indexed by 4-tuple.
     pub fn partner(&self, conn: &Connection) -> Option<&Connection> {
         let wanted = (conn.remote, conn.local);
-        self.live
-            .values()
-            .chain(self.unbound.values())
-            .chain(self.finished.iter().rev())
-            .find(|other| other.id != conn.id && other.tuple() == wanted)
+        self.live_by_tuple
+            .get(&wanted)
+            .and_then(|sk| self.live.get(sk))
+            .or_else(|| self.unbound.get(&wanted))
+            .or_else(|| self.finished.by_tuple(wanted))
+            .filter(|other| other.id != conn.id)
+    }
+
+    /// A finished connection still in the ring.
+    pub fn finished_by_id(&self, id: ConnId) -> Option<&Connection> {
+        self.finished.by_id(id)
+    }
+
+    pub(super) fn insert_live(&mut self, conn: Connection) -> &mut Connection {
+        let skaddr = conn.id.skaddr;
+        if conn.local.port() != 0 {
+            self.live_by_tuple.insert(conn.tuple(), skaddr);
+        }
+        self.live.entry(skaddr).insert_entry(conn).into_mut()
+    }
+
+    pub(super) fn remove_live(&mut self, skaddr: u64) -> Option<Connection> {
+        let conn = self.live.remove(&skaddr)?;
+        if self.live_by_tuple.get(&conn.tuple()) == Some(&skaddr) {
+            self.live_by_tuple.remove(&conn.tuple());
+        }
+        Some(conn)
+    }
+
+    /// Bound live connections, for reconcile's scan.
+    pub(super) fn bound(&self) -> impl Iterator<Item = &Connection> {
+        self.live.values()
     }
 
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
@@ -153,7 +182,7 @@ impl Tracker {
         let conn = match self.live.get_mut(&event.skaddr) {
             Some(conn) => conn,
             None if event.skaddr == 0 => return Applied::default(),
-            None => match self.finished.iter_mut().rev().take(8).find(just_finished) {
+            None => match self.finished.recent_mut().take(8).find(just_finished) {
                 Some(conn) => conn,
                 None => return Applied::default(),
             },
@@ -181,12 +210,11 @@ impl Tracker {
             _ => None,
         };
         let ts = event.ts_ns;
-        let mut applied = Applied::default();
-        let existed = opening.is_none() && self.live.contains_key(&event.skaddr);
+        let tuple = (event.local, event.remote);
         if let Some(direction) = opening {
             // Any entry still at this address belongs to a freed socket whose →CLOSE
             // we missed.
-            if let Some(stale) = self.live.remove(&event.skaddr) {
+            if let Some(stale) = self.remove_live(event.skaddr) {
                 self.stats.gaps += 1;
                 self.retire(stale);
             }
@@ -195,22 +223,19 @@ impl Tracker {
                 .then(|| self.listener_owner(event.local))
                 .flatten();
             // A seeded socket with this 4-tuple was this one seen a moment early.
-            self.unbound.remove(&(event.local, event.remote));
-            let conn = self.open(event, direction, old);
-            conn.owner = inherited;
-            applied.conn = Some(conn.id);
-        } else if !existed {
-            if let Some(mut seeded) = self.unbound.remove(&(event.local, event.remote)) {
+            self.unbound.remove(&tuple);
+            self.open(event, direction, old).owner = inherited;
+        } else if !self.live.contains_key(&event.skaddr) {
+            if let Some(mut seeded) = self.unbound.remove(&tuple) {
                 // A socket sock_diag showed us: now we know its kernel address.
                 seeded.id.skaddr = event.skaddr;
-                self.live.insert(event.skaddr, seeded);
+                self.insert_live(seeded);
             } else {
-                let conn = self.open(event, Direction::Unknown, old);
-                conn.seen_since_start = true;
-                applied.conn = Some(conn.id);
+                self.open(event, Direction::Unknown, old).seen_since_start = true;
             }
         }
         let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
+        let mut applied = Applied::default();
         // A connection first seen mid-life entered its first state at an unknown time.
         let entry_time_known =
             opening.is_none() && !(conn.seen_since_start && conn.steps.len() == 1);
@@ -226,19 +251,22 @@ impl Tracker {
             conn.illegal.push((old, new));
         }
         // connect() fires CLOSE→SYN_SENT before the source port is chosen.
-        if conn.local.port() == 0 && event.local.port() != 0 {
+        let port_learned = conn.local.port() == 0 && event.local.port() != 0;
+        if port_learned {
             conn.local = event.local;
-            self.unbound.remove(&(event.local, event.remote));
         }
-        let conn = self.live.get_mut(&event.skaddr).expect("still there");
         if conn.owner.is_none() && event.task_is_owner() {
             conn.owner = Some(Owner::from(event.task));
         }
         conn.push_step(new, ts);
         applied.conn = Some(conn.id);
         applied.owner = conn.owner;
+        if port_learned {
+            self.unbound.remove(&tuple);
+            self.live_by_tuple.insert(tuple, event.skaddr);
+        }
         if new == Close {
-            let conn = self.live.remove(&event.skaddr).expect("present");
+            let conn = self.remove_live(event.skaddr).expect("present");
             self.retire(conn);
             applied.finished = true;
         }
@@ -294,7 +322,7 @@ impl Tracker {
             first,
             event.ts_ns,
         );
-        self.live.entry(event.skaddr).insert_entry(conn).into_mut()
+        self.insert_live(conn)
     }
 
     pub(super) fn make_room(&mut self) {
@@ -352,7 +380,7 @@ impl Tracker {
             if skaddr == 0 {
                 self.unbound.remove(&(local, remote));
             } else {
-                self.live.remove(&skaddr);
+                self.remove_live(skaddr);
             }
         }
         self.stats.evictions += batch as u64;
@@ -360,12 +388,6 @@ impl Tracker {
 
     pub(super) fn retire(&mut self, conn: Connection) {
         self.stats.finished += 1;
-        if self.max_finished == 0 {
-            return;
-        }
-        if self.finished.len() == self.max_finished {
-            self.finished.pop_front();
-        }
-        self.finished.push_back(conn);
+        self.finished.push(conn);
     }
 }

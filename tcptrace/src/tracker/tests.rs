@@ -487,3 +487,51 @@ fn an_illegal_transition_is_flagged_not_dropped() {
     assert_eq!(conn.illegal, [(SynSent, CloseWait)]);
     assert_eq!(t.stats().illegal_transitions, 1);
 }
+
+#[test]
+fn partners_are_found_through_the_index_live_and_finished() {
+    let mut t = Tracker::new(1024, 2);
+    // connect() reports port 0 first; the index learns the port on the next event.
+    run(
+        &mut t,
+        &[event(
+            1,
+            0,
+            EventKind::StateChange {
+                old: Close,
+                new: SynSent,
+            },
+            "127.0.0.1:0",
+            SERVER,
+            100,
+        )],
+    );
+    run(&mut t, &passive_life(2, 10, 20)[..2]);
+    let server_conn = t.live().find(|c| c.id.skaddr == 2).unwrap().clone();
+    assert_eq!(t.partner(&server_conn), None, "client port not known yet");
+    run(&mut t, &[client(1, 2, SynSent, Established)]);
+    let client_conn = t.live().find(|c| c.id.skaddr == 1).unwrap().clone();
+    assert_eq!(t.partner(&server_conn).unwrap().id, client_conn.id);
+    assert_eq!(t.partner(&client_conn).unwrap().id, server_conn.id);
+
+    // The client finishes: the live server still finds it, in the finished ring.
+    run(&mut t, &[client(1, 5, Established, Close)]);
+    assert_eq!(t.partner(&server_conn).unwrap().id, client_conn.id);
+    assert_eq!(t.finished_by_id(client_conn.id).unwrap().id, client_conn.id);
+
+    // Two more finish; the ring holds two, and its indexes forget the first.
+    run(
+        &mut t,
+        &[client(3, 6, Close, SynSent), client(3, 7, SynSent, Close)],
+    );
+    run(
+        &mut t,
+        &[client(4, 8, Close, SynSent), client(4, 9, SynSent, Close)],
+    );
+    assert_eq!(t.finished_by_id(client_conn.id), None);
+    assert_eq!(t.finished().count(), 2);
+    // The latest generation with a 4-tuple is the one found.
+    let newest = t.finished().next_back().unwrap().clone();
+    assert_eq!(newest.id.skaddr, 4);
+    assert_eq!(t.partner(&server_conn).unwrap().id, newest.id);
+}

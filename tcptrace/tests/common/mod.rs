@@ -19,15 +19,17 @@ use tcptrace::{
 };
 use tokio::{runtime::Runtime, sync::mpsc};
 
-/// True when the test can run; otherwise says loudly why it is skipped.
-pub fn root_or_skip(test: &str) -> bool {
+/// True when the test can run; otherwise says loudly why it is skipped (libtest names
+/// each test's thread after the test).
+pub fn root_or_skip() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
     eprintln!(
-        "\n*** SKIPPED {test}: loads eBPF programs, needs root (or CAP_BPF + CAP_PERFMON). \
-         Run `sudo -E cargo xtask test`. ***\n"
+        "\n*** SKIPPED {}: loads eBPF programs, needs root (or CAP_BPF + CAP_PERFMON). \
+         Run `sudo -E cargo xtask test`. ***\n",
+        std::thread::current().name().unwrap_or("a privileged test")
     );
     false
 }

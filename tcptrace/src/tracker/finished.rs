@@ -1,0 +1,75 @@
+//! The bounded ring of finished timelines, indexed by id and by 4-tuple so that
+//! pairing and printing do not scan it.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
+
+use super::connection::{ConnId, Connection};
+
+type Tuple = (SocketAddr, SocketAddr);
+
+pub(super) struct FinishedRing {
+    entries: VecDeque<Connection>,
+    capacity: usize,
+    /// Sequence number of `entries[0]`; entry `i` has `first_seq + i`.
+    first_seq: u64,
+    by_id: HashMap<ConnId, u64>,
+    /// The latest finished connection with each 4-tuple (tuples recur across
+    /// generations: a port is reused after TIME_WAIT).
+    by_tuple: HashMap<Tuple, u64>,
+}
+
+impl FinishedRing {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: VecDeque::with_capacity(capacity.min(4096)),
+            capacity,
+            first_seq: 0,
+            by_id: HashMap::new(),
+            by_tuple: HashMap::new(),
+        }
+    }
+
+    pub fn push(&mut self, conn: Connection) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() == self.capacity {
+            let oldest = self.entries.pop_front().expect("full");
+            self.by_id.remove(&oldest.id);
+            if self.by_tuple.get(&oldest.tuple()) == Some(&self.first_seq) {
+                self.by_tuple.remove(&oldest.tuple());
+            }
+            self.first_seq += 1;
+        }
+        let seq = self.first_seq + self.entries.len() as u64;
+        self.by_id.insert(conn.id, seq);
+        self.by_tuple.insert(conn.tuple(), seq);
+        self.entries.push_back(conn);
+    }
+
+    fn at(&self, seq: u64) -> Option<&Connection> {
+        self.entries
+            .get(usize::try_from(seq.checked_sub(self.first_seq)?).ok()?)
+    }
+
+    pub fn by_id(&self, id: ConnId) -> Option<&Connection> {
+        self.at(*self.by_id.get(&id)?)
+    }
+
+    pub fn by_tuple(&self, tuple: Tuple) -> Option<&Connection> {
+        self.at(*self.by_tuple.get(&tuple)?)
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Connection> {
+        self.entries.iter()
+    }
+
+    /// The most recent entries first; marks may still be added to them (ids and tuples
+    /// are not changed through this).
+    pub fn recent_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+        self.entries.iter_mut().rev()
+    }
+}
