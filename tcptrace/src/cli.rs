@@ -1,5 +1,7 @@
 //! Command-line interface (clap derive; the doc comments are the `--help` text).
 
+use std::{net::SocketAddr, time::Duration};
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
@@ -25,19 +27,17 @@ pub struct Cli {
 pub enum Command {
     /// Print every TCP state change, retransmit and reset live, one line each.
     Watch(WatchArgs),
+    /// Run as a daemon: track every connection, flag CLOSE_WAIT leaks and TIME_WAIT
+    /// buildup, and serve Prometheus metrics and a JSON API over HTTP.
+    Serve(ServeArgs),
 }
 
+/// Where `tcptrace serve` listens unless told otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9977";
+
+/// What to trace and how: shared by `watch` and `serve`.
 #[derive(Debug, Args, Clone)]
-pub struct WatchArgs {
-    /// Print one JSON object per line instead of the table.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Only connections owned by this process (by its connect, listen or close calls,
-    /// or by the listener that accepted them).
-    #[arg(short = 'p', long, value_name = "PID")]
-    pub pid: Option<u32>,
-
+pub struct TraceArgs {
     /// Only connections with this port at either end; repeat for up to 8 ports.
     /// Filtered in the kernel.
     #[arg(short = 'P', long = "port", value_name = "PORT",
@@ -52,39 +52,111 @@ pub struct WatchArgs {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
 
-    /// Only events entering or leaving this state (e.g. CLOSE_WAIT); repeatable.
-    #[arg(long = "state", value_name = "STATE")]
-    pub states: Vec<TcpState>,
-
     /// Most connections tracked at once; the least recently active are dropped first.
     #[arg(long, default_value_t = 65_536, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// How often to compare the table with the kernel's socket list (sock_diag), which
+    /// heals lost events, gives exact TIME_WAIT counts and runs the leak detectors,
+    /// e.g. 5s, 500ms, 1m.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_interval)]
+    pub reconcile_interval: Duration,
+
+    /// Size of the kernel's ring buffer in bytes (a power of two, at least a page).
+    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES")]
+    pub ring_buffer_bytes: u32,
+
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// When a connection is a problem.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Detectors")]
+pub struct DetectArgs {
+    /// A connection in CLOSE_WAIT longer than this is a leak: the peer closed and the
+    /// application never closed its socket, e.g. 30s, 5m.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_threshold)]
+    pub close_wait_threshold: Duration,
+
+    /// Flag a (local address, remote endpoint) pair whose sockets use more than this
+    /// share of net.ipv4.ip_local_port_range (0 < RATIO <= 1).
+    #[arg(long, default_value_t = 0.5, value_name = "RATIO", value_parser = parse_ratio)]
+    pub port_pressure_threshold: f64,
+
+    /// How many remote endpoints get their own TIME_WAIT and port-pressure series; the
+    /// rest are summed under remote="other".
+    #[arg(long, default_value_t = 10, value_name = "K",
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub top_remotes: u16,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// Print one JSON object per line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Only connections owned by this process (by its connect, listen or close calls,
+    /// or by the listener that accepted them).
+    #[arg(short = 'p', long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Only events entering or leaving this state (e.g. CLOSE_WAIT); repeatable.
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<TcpState>,
 
     /// Print each connection's story when it ends (and every live one on SIGUSR1)
     /// instead of each event; two ends on this host get a sequence diagram.
     #[arg(long)]
     pub timelines: bool,
 
-    /// How often to compare the table with the kernel's socket list (sock_diag), which
-    /// heals lost events and gives exact TIME_WAIT counts, e.g. 5s, 500ms, 1m.
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_interval)]
-    pub reconcile_interval: std::time::Duration,
-
-    /// Size of the kernel's ring buffer in bytes (a power of two, at least a page).
-    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES")]
-    pub ring_buffer_bytes: u32,
+    /// Also serve metrics and the JSON API on this address, as `serve` does,
+    /// e.g. 127.0.0.1:9977.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 }
 
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// Address to serve /metrics, /healthz and /api/* on. Anything but loopback exposes
+    /// connection details to whoever can reach it: see the README.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
-    if interval < std::time::Duration::from_millis(100) {
+    if interval < Duration::from_millis(100) {
         return Err("must be at least 100ms".into());
     }
     Ok(interval)
 }
 
-impl WatchArgs {
+fn parse_threshold(text: &str) -> Result<Duration, String> {
+    let threshold = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if threshold.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(threshold)
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    let ratio: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if !(ratio > 0.0 && ratio <= 1.0) {
+        return Err("must be more than 0 and at most 1".into());
+    }
+    Ok(ratio)
+}
+
+impl TraceArgs {
     pub fn probe_config(&self) -> ProbeConfig {
         let family = match (self.ipv4, self.ipv6) {
             (true, _) => Some(Family::V4),
@@ -114,6 +186,14 @@ mod tests {
     fn watch(args: &[&str]) -> WatchArgs {
         match parse(args).unwrap().command {
             Command::Watch(w) => w,
+            other => panic!("not watch: {other:?}"),
+        }
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        match parse(args).unwrap().command {
+            Command::Serve(s) => s,
+            other => panic!("not serve: {other:?}"),
         }
     }
 
@@ -126,14 +206,14 @@ mod tests {
     fn watch_flags_become_kernel_filters() {
         let args = watch(&["watch", "-P", "80", "--port", "443", "-6", "--json"]);
         assert!(args.json);
-        let config = args.probe_config();
+        let config = args.trace.probe_config();
         assert_eq!(config.filter.ports, [80, 443]);
         assert_eq!(config.filter.family, Some(Family::V6));
         assert_eq!(
-            watch(&["watch", "-4"]).probe_config().filter.family,
+            watch(&["watch", "-4"]).trace.probe_config().filter.family,
             Some(Family::V4)
         );
-        assert_eq!(watch(&["watch"]).probe_config().filter.family, None);
+        assert_eq!(watch(&["watch"]).trace.probe_config().filter.family, None);
     }
 
     #[test]
@@ -171,6 +251,68 @@ mod tests {
         assert_eq!(
             kind(&[]),
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(
+            kind(&["serve", "--listen", "localhost"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["serve", "--listen", "127.0.0.1:99999"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["serve", "--close-wait-threshold", "soon"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["serve", "--close-wait-threshold", "0s"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["serve", "--reconcile-interval", "10ms"]),
+            ErrorKind::ValueValidation
+        );
+        for ratio in ["0", "1.5", "NaN", "half"] {
+            assert_eq!(
+                kind(&["serve", "--port-pressure-threshold", ratio]),
+                ErrorKind::ValueValidation,
+                "{ratio}"
+            );
+        }
+        assert_eq!(
+            kind(&["serve", "--top-remotes", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["serve", "--json"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_by_default() {
+        let args = serve(&["serve"]);
+        assert_eq!(args.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert!(args.listen.ip().is_loopback());
+        assert_eq!(args.trace.detect.close_wait_threshold, Duration::from_secs(30));
+        assert_eq!(args.trace.detect.port_pressure_threshold, 0.5);
+        assert_eq!(args.trace.detect.top_remotes, 10);
+        let args = serve(&[
+            "serve",
+            "--listen",
+            "[::1]:9100",
+            "--close-wait-threshold",
+            "2m",
+            "-P",
+            "8080",
+        ]);
+        assert_eq!(args.listen, "[::1]:9100".parse().unwrap());
+        assert_eq!(
+            args.trace.detect.close_wait_threshold,
+            Duration::from_secs(120)
+        );
+        assert_eq!(args.trace.probe_config().filter.ports, [8080]);
+        assert_eq!(watch(&["watch"]).listen, None);
+        assert_eq!(
+            watch(&["watch", "--listen", "127.0.0.1:9300"]).listen,
+            Some("127.0.0.1:9300".parse().unwrap())
         );
     }
 }

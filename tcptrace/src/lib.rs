@@ -1,17 +1,25 @@
 //! tcptrace: every TCP connection on this host, from the kernel's point of view.
 //!
 //! Data flows one way: kernel → ring buffer ([`probe`]) → [`decode`] → [`tracker`] →
-//! [`filter`] and [`output`].
+//! [`detect`], [`metrics`] and [`output`]; [`daemon`] runs the loop, [`http`] serves
+//! what it knows.
 
+pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod daemon;
 pub mod decode;
+pub mod detect;
 pub mod diag;
 pub mod event;
 pub mod filter;
+pub mod http;
+pub mod metrics;
 pub mod output;
 pub mod probe;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod timeline;
 pub mod tracker;
 pub mod watch;

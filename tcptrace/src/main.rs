@@ -36,6 +36,13 @@ fn main() -> ExitCode {
                 eprintln!("tcptrace: {summary}");
                 anyhow::Ok(())
             }
+            Command::Serve(args) => {
+                let summary =
+                    tcptrace::daemon::run(&args.trace, Some(args.listen), &mut tcptrace::daemon::Quiet)
+                        .await?;
+                log::info!("stopped: {summary}");
+                anyhow::Ok(())
+            }
         }
     });
     match result {

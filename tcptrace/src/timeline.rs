@@ -194,7 +194,14 @@ struct JsonTimeline<'a> {
     close_shape: Option<CloseShape>,
 }
 
+/// One line of JSON: [`json_value`] as text.
 pub fn json(conn: &Connection, partner: Option<&Connection>) -> String {
+    json_value(conn, partner).to_string()
+}
+
+/// The connection with its lifecycle, its peer's id and the close's shape when the
+/// peer is on this host too.
+pub fn json_value(conn: &Connection, partner: Option<&Connection>) -> serde_json::Value {
     let close_shape = partner.and_then(|p| {
         if entered_first(conn, p, FinWait1) {
             close_shape(conn, p)
@@ -202,7 +209,7 @@ pub fn json(conn: &Connection, partner: Option<&Connection>) -> String {
             close_shape(p, conn)
         }
     });
-    serde_json::to_string(&JsonTimeline {
+    serde_json::to_value(JsonTimeline {
         connection: conn,
         lifecycle: classify(conn),
         peer: partner.map(|p| p.id),

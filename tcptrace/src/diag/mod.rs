@@ -1,9 +1,11 @@
 //! sock_diag (`NETLINK_SOCK_DIAG`, what `ss` uses): the kernel's own list of TCP sockets.
 //!
 //! The event stream gives rates and stories; exact levels come from here (DESIGN.md §1,
-//! §4): the startup seed, the periodic reconcile and TIME_WAIT counts.
+//! §4): the startup seed, the periodic reconcile and TIME_WAIT counts; and, through the
+//! socket inode, the process that owns a socket ([`owners`]).
 
 mod dump;
+pub mod owners;
 
 use std::net::SocketAddr;
 

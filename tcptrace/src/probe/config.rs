@@ -1,5 +1,7 @@
 //! What the kernel side is told at load time.
 
+use std::net::SocketAddr;
+
 use tcptrace_common::{AF_INET, AF_INET6, MAX_FILTER_PORTS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -46,6 +48,20 @@ impl KernelFilter {
         let count = self.ports.len().min(MAX_FILTER_PORTS);
         ports[..count].copy_from_slice(&self.ports[..count]);
         (ports, count as u32)
+    }
+
+    /// The same filter in userspace, for sockets from a sock_diag dump (which lists
+    /// every socket on the host).
+    pub fn matches(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        let family_ok = match self.family {
+            None => true,
+            Some(Family::V4) => local.is_ipv4(),
+            Some(Family::V6) => local.is_ipv6(),
+        };
+        let port_ok = self.ports.is_empty()
+            || self.ports.contains(&local.port())
+            || self.ports.contains(&remote.port());
+        family_ok && port_ok
     }
 
     /// The value of the eBPF global `FILTER_FAMILY`.
@@ -119,5 +135,19 @@ mod tests {
             family: None,
         };
         assert_eq!(filter.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_userspace_filter_matches_what_the_kernel_keeps() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let filter = KernelFilter {
+            ports: vec![8080],
+            family: Some(Family::V4),
+        };
+        assert!(filter.matches(a("127.0.0.1:8080"), a("127.0.0.1:50000")));
+        assert!(filter.matches(a("127.0.0.1:50000"), a("10.0.0.1:8080")));
+        assert!(!filter.matches(a("127.0.0.1:50000"), a("10.0.0.1:8081")));
+        assert!(!filter.matches(a("[::1]:8080"), a("[::1]:50000")));
+        assert!(KernelFilter::default().matches(a("[::1]:1"), a("[::1]:2")));
     }
 }

@@ -28,6 +28,17 @@ pub enum Direction {
     Unknown,
 }
 
+impl Direction {
+    /// The name in JSON and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Passive => "passive",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The process that owns the socket, taken only from process-context transitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Owner {

@@ -34,6 +34,35 @@ pub enum CloseKind {
     Unknown,
 }
 
+impl CloseKind {
+    pub const ALL: [CloseKind; 9] = [
+        Self::ActiveClose,
+        Self::PassiveClose,
+        Self::SimultaneousClose,
+        Self::ResetSent,
+        Self::ResetReceived,
+        Self::Refused,
+        Self::NeverEstablished,
+        Self::Vanished,
+        Self::Unknown,
+    ];
+
+    /// The name in JSON and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ActiveClose => "active_close",
+            Self::PassiveClose => "passive_close",
+            Self::SimultaneousClose => "simultaneous_close",
+            Self::ResetSent => "reset_sent",
+            Self::ResetReceived => "reset_received",
+            Self::Refused => "refused",
+            Self::NeverEstablished => "never_established",
+            Self::Vanished => "vanished",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Lifecycle {
     pub direction: Direction,

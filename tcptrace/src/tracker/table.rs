@@ -53,6 +53,8 @@ pub struct Applied {
     pub finished: bool,
     /// The connection's owner as known after this event.
     pub owner: Option<Owner>,
+    /// This event opened a new connection, in this direction.
+    pub opened: Option<Direction>,
 }
 
 pub struct Tracker {
@@ -211,6 +213,7 @@ impl Tracker {
         };
         let ts = event.ts_ns;
         let tuple = (event.local, event.remote);
+        let mut unknown_opened = false;
         if let Some(direction) = opening {
             // Any entry still at this address belongs to a freed socket whose →CLOSE
             // we missed.
@@ -232,10 +235,14 @@ impl Tracker {
                 self.insert_live(seeded);
             } else {
                 self.open(event, Direction::Unknown, old).seen_since_start = true;
+                unknown_opened = true;
             }
         }
         let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
-        let mut applied = Applied::default();
+        let mut applied = Applied {
+            opened: opening.or(unknown_opened.then_some(Direction::Unknown)),
+            ..Applied::default()
+        };
         // A connection first seen mid-life entered its first state at an unknown time.
         let entry_time_known =
             opening.is_none() && !(conn.seen_since_start && conn.steps.len() == 1);

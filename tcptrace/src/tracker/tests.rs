@@ -1,60 +1,12 @@
 //! Every lifecycle, on synthetic event streams shaped like what the kernel sends.
 
-use std::net::SocketAddr;
-
 use super::*;
 use crate::{
     diag::DiagSocket,
-    event::{Comm, EventKind, Task, TcpEvent},
+    event::{EventKind, TcpEvent},
     state::TcpState::{self, *},
+    testing::*,
 };
-
-const CLIENT: &str = "127.0.0.1:40000";
-const SERVER: &str = "127.0.0.1:8080";
-const MS: u64 = 1_000_000;
-
-fn addr(text: &str) -> SocketAddr {
-    text.parse().unwrap()
-}
-
-fn event(sk: u64, ms: u64, kind: EventKind, local: &str, remote: &str, pid: u32) -> TcpEvent {
-    TcpEvent {
-        ts_ns: ms * MS,
-        skaddr: sk,
-        task: Task {
-            pid,
-            tid: pid,
-            cgroup_id: 1,
-            comm: Comm(*b"app\0\0\0\0\0\0\0\0\0\0\0\0\0"),
-        },
-        local: addr(local),
-        remote: addr(remote),
-        kind,
-    }
-}
-
-/// A state change of the client socket `sk`, made by `pid`.
-fn client(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
-    event(
-        sk,
-        ms,
-        EventKind::StateChange { old, new },
-        CLIENT,
-        SERVER,
-        100,
-    )
-}
-
-fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
-    event(
-        sk,
-        ms,
-        EventKind::StateChange { old, new },
-        SERVER,
-        CLIENT,
-        0,
-    )
-}
 
 fn run(tracker: &mut Tracker, events: &[TcpEvent]) {
     for e in events {

@@ -1,0 +1,204 @@
+//! The JSON API's questions and answers. Questions travel from the HTTP handlers to the
+//! loop that owns the table (which stays single-owner, with no lock on the event path);
+//! the answers are built here, from the table, as plain data.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::{
+    clock::{rfc3339, WallClock},
+    state::TcpState,
+    timeline,
+    tracker::{Connection, Direction, Tracker},
+};
+
+/// The most connections one `/api/connections` answer holds.
+pub const MAX_LIMIT: usize = 10_000;
+/// How many it holds unless asked.
+pub const DEFAULT_LIMIT: usize = 1_000;
+
+/// Which live connections to list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionQuery {
+    pub state: Option<TcpState>,
+    /// Either end's port.
+    pub port: Option<u16>,
+    pub limit: usize,
+}
+
+impl ConnectionQuery {
+    fn matches(&self, conn: &Connection) -> bool {
+        self.state.is_none_or(|s| conn.state() == s)
+            && self
+                .port
+                .is_none_or(|p| conn.local.port() == p || conn.remote.port() == p)
+    }
+}
+
+pub enum Query {
+    Connections {
+        query: ConnectionQuery,
+        reply: oneshot::Sender<ConnectionList>,
+    },
+    /// One connection's timeline, by id, live or recently finished.
+    Connection {
+        id: u64,
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnerView {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// One row of `/api/connections`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConnectionSummary {
+    /// For `/api/connections/{id}`.
+    pub id: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    /// When it entered its state (RFC 3339).
+    pub since: String,
+    pub in_state_seconds: f64,
+    pub direction: Direction,
+    pub owner: Option<OwnerView>,
+    pub retransmits: u32,
+    /// First seen mid-life: its first state's start time is when tcptrace saw it.
+    pub seen_since_start: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConnectionList {
+    /// Live connections matching the query, returned or not.
+    pub matching: usize,
+    /// The answer holds only the first `limit` (most recently changed first).
+    pub truncated: bool,
+    pub connections: Vec<ConnectionSummary>,
+}
+
+fn summary(conn: &Connection, clock: WallClock, now_ns: u64) -> ConnectionSummary {
+    ConnectionSummary {
+        id: conn.id.generation,
+        local: conn.local,
+        remote: conn.remote,
+        state: conn.state(),
+        since: rfc3339(clock.to_system_time(conn.state_since_ns())),
+        in_state_seconds: now_ns.saturating_sub(conn.state_since_ns()) as f64 / 1e9,
+        direction: conn.direction,
+        owner: conn.owner.map(|o| OwnerView {
+            pid: o.pid,
+            comm: o.comm.as_str().into_owned(),
+        }),
+        retransmits: conn.retransmits,
+        seen_since_start: conn.seen_since_start,
+    }
+}
+
+pub fn connections(
+    tracker: &Tracker,
+    query: &ConnectionQuery,
+    clock: WallClock,
+    now_ns: u64,
+) -> ConnectionList {
+    let mut matching: Vec<&Connection> = tracker.live().filter(|c| query.matches(c)).collect();
+    let total = matching.len();
+    let limit = query.limit.min(MAX_LIMIT);
+    if total > limit {
+        matching.select_nth_unstable_by_key(limit, |c| std::cmp::Reverse(c.state_since_ns()));
+        matching.truncate(limit);
+    }
+    matching.sort_by_key(|c| (std::cmp::Reverse(c.state_since_ns()), c.id.generation));
+    ConnectionList {
+        matching: total,
+        truncated: total > limit,
+        connections: matching
+            .into_iter()
+            .map(|c| summary(c, clock, now_ns))
+            .collect(),
+    }
+}
+
+/// A live or recently finished connection's timeline, with its lifecycle and, when its
+/// other end is on this host too, the close's shape.
+pub fn connection(tracker: &Tracker, id: u64) -> Option<serde_json::Value> {
+    let conn = tracker
+        .live()
+        .find(|c| c.id.generation == id)
+        .or_else(|| tracker.finished().find(|c| c.id.generation == id))?;
+    Some(timeline::json_value(conn, tracker.partner(conn)))
+}
+
+pub fn answer(query: Query, tracker: &Tracker, clock: WallClock, now_ns: u64) {
+    // A requester that gave up (timed out) no longer listens; nothing to do then.
+    match query {
+        Query::Connections { query, reply } => {
+            let _ = reply.send(connections(tracker, &query, clock, now_ns));
+        }
+        Query::Connection { id, reply } => {
+            let _ = reply.send(connection(tracker, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{state::TcpState::*, testing::*};
+
+    #[test]
+    fn lists_filter_and_truncate_newest_first() {
+        let mut tracker = Tracker::new(64, 8);
+        for i in 0..5u64 {
+            let mut e = client(i + 1, i * 10, Close, SynSent);
+            e.local = format!("127.0.0.1:{}", 40000 + i).parse().unwrap();
+            tracker.apply(&e);
+            let mut e = client(i + 1, i * 10 + 1, SynSent, Established);
+            e.local = format!("127.0.0.1:{}", 40000 + i).parse().unwrap();
+            tracker.apply(&e);
+        }
+        tracker.apply(&server(100, 60, Listen, SynRecv));
+        let clock = WallClock::new();
+        let all = |limit| ConnectionQuery {
+            limit,
+            ..Default::default()
+        };
+        let list = connections(&tracker, &all(3), clock, 100 * MS);
+        assert_eq!((list.matching, list.truncated), (6, true));
+        assert_eq!(
+            list.connections.iter().map(|c| c.state).collect::<Vec<_>>(),
+            [SynRecv, Established, Established]
+        );
+        assert_eq!(list.connections[1].local.port(), 40004);
+        assert_eq!(list.connections[1].in_state_seconds, 0.059);
+        let established = ConnectionQuery {
+            state: Some(Established),
+            port: Some(40002),
+            limit: 10,
+        };
+        let list = connections(&tracker, &established, clock, 100 * MS);
+        assert_eq!((list.matching, list.truncated), (1, false));
+        assert_eq!(list.connections[0].owner.as_ref().unwrap().pid, 100);
+        // Limits above the cap are cut to it.
+        assert_eq!(connections(&tracker, &all(usize::MAX), clock, 0).matching, 6);
+    }
+
+    #[test]
+    fn one_connection_by_id_live_or_finished() {
+        let mut tracker = Tracker::new(64, 8);
+        tracker.apply(&client(1, 0, Close, SynSent));
+        let id = tracker.live().next().unwrap().id.generation;
+        let value = connection(&tracker, id).unwrap();
+        assert_eq!(value["steps"][0]["state"], "CLOSE");
+        assert_eq!(value["steps"][1]["state"], "SYN_SENT");
+        tracker.apply(&client(1, 5, SynSent, Close));
+        let value = connection(&tracker, id).unwrap();
+        assert_eq!(value["lifecycle"]["close"], "never_established");
+        assert_eq!(connection(&tracker, id + 1), None);
+    }
+}

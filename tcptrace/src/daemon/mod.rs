@@ -1,0 +1,238 @@
+//! The loop behind `watch` and `serve`: kernel → ring buffer → decoder → tracker →
+//! detectors, metrics and a [`Sink`] (the terminal for `watch`, nothing for `serve`).
+//!
+//! One task owns the table. Dumps and `/proc` scans run on blocking threads and report
+//! back; the HTTP handlers ask questions over a channel. Nothing on the event path
+//! takes a lock.
+
+mod background;
+mod engine;
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+pub use background::{dump, Dump};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+use self::engine::Engine;
+use crate::{
+    cli::TraceArgs,
+    event::TcpEvent,
+    http,
+    metrics::Metrics,
+    probe::{spawn_reader, PipelineStats, Probe, PROGRAMS},
+    tracker::{Applied, Connection, Tracker},
+};
+
+/// Where `watch` prints. Every method has a do-nothing default: `serve` prints nothing.
+pub trait Sink {
+    /// Once, before the first event.
+    fn start(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn event(&mut self, _tracker: &Tracker, _event: &TcpEvent, _applied: &Applied) -> io::Result<()> {
+        Ok(())
+    }
+    /// A connection that ended, once its whole batch is in (a RST reported just after
+    /// its →CLOSE belongs to it).
+    fn finished(&mut self, _tracker: &Tracker, _conn: &Connection) -> io::Result<()> {
+        Ok(())
+    }
+    /// SIGUSR1: the live table.
+    fn live(&mut self, _tracker: &Tracker) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Prints nothing.
+pub struct Quiet;
+impl Sink for Quiet {}
+
+/// What a run saw, printed on exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    pub lost: u64,
+    pub undecodable: u64,
+    pub read_errors: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events seen, {} lost (kernel ring buffer full), {} undecodable, \
+             {} unreadable in the kernel",
+            self.events, self.lost, self.undecodable, self.read_errors
+        )
+    }
+}
+
+/// How often levels (connections by state, kernel counters) are refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Binds the HTTP listener before anything is loaded, so that a taken port fails
+/// fast and leaves nothing behind.
+fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} (--listen); pick a free address and port")
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
+}
+
+/// Waits for the HTTP server to stop on its own (it should not), or forever.
+async fn server_stopped(server: &mut Option<JoinHandle<io::Result<()>>>) -> anyhow::Error {
+    let Some(handle) = server.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = handle.await;
+    // A finished JoinHandle must not be awaited again.
+    *server = None;
+    match result {
+        Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped"),
+        Ok(Err(err)) => anyhow::Error::from(err).context("the HTTP server failed"),
+        Err(err) => anyhow::Error::from(err).context("the HTTP server panicked"),
+    }
+}
+
+/// Runs until SIGINT/SIGTERM, the end of the sink's output, or an error.
+pub async fn run(
+    args: &TraceArgs,
+    listen: Option<SocketAddr>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Summary> {
+    let listener = listen.map(bind).transpose()?;
+    let metrics = Arc::new(Metrics::new()?);
+    let config = args.probe_config();
+    let (probe, ring) = Probe::load(&config).context("starting the kernel probe")?;
+    log::info!("attached: {}", probe.attached().join(", "));
+    for spec in PROGRAMS {
+        let attached = probe.attached().contains(&spec.program);
+        metrics
+            .programs_attached
+            .with_label_values(&[spec.program])
+            .set(i64::from(attached));
+    }
+    metrics.tracked_limit.set(i64::from(args.max_connections));
+    let stats = Arc::new(PipelineStats::default());
+    let (tx, mut rx) = mpsc::channel(64);
+    let reader = spawn_reader(ring, tx, Arc::clone(&stats));
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).context("installing a SIGUSR1 handler")?;
+
+    let (leaks_tx, leaks_rx) = watch::channel(Arc::default());
+    let mut engine = Engine::new(args, Arc::clone(&metrics), leaks_tx);
+    // After attaching, so that nothing falls between the dump and the first event.
+    let filter = config.filter.clone();
+    match tokio::task::spawn_blocking(move || dump(&filter)).await? {
+        Ok(dump) => engine.seeded(dump),
+        Err(err) => log::warn!("no startup seed, only new connections will be seen: {err}"),
+    }
+
+    let (queries_tx, mut queries) = mpsc::channel(16);
+    let (stop_server, server_stop) = oneshot::channel::<()>();
+    let mut server = listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            log::info!("serving http://{addr}/metrics, /healthz and /api/*");
+        }
+        let app = http::router(http::ApiState {
+            metrics: Arc::clone(&metrics),
+            queries: queries_tx.clone(),
+            leaks: leaks_rx,
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = server_stop.await;
+                })
+                .await
+        })
+    });
+    drop(queries_tx);
+
+    sink.start()?;
+    let (done_tx, mut done) = mpsc::channel(4);
+    let mut reconcile = tokio::time::interval(args.reconcile_interval);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    reconcile.tick().await;
+    let mut dump_running = false;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break Ok(()) };
+                match engine.apply_batch(&batch, sink).and_then(|()| sink.flush()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            _ = reconcile.tick(), if !dump_running => {
+                dump_running = true;
+                background::spawn_dump(config.filter.clone(), done_tx.clone());
+            }
+            Some(finished) = done.recv() => match finished {
+                background::Done::Dump(result) => {
+                    dump_running = false;
+                    engine.reconciled(result, &done_tx);
+                }
+                background::Done::Owners { looked_up, found } => {
+                    engine.owners_found(&looked_up, found);
+                }
+            },
+            _ = tick.tick() => match probe.kernel_counters() {
+                Ok(kernel) => engine.tick(kernel, stats.decode_errors.load(Relaxed)),
+                Err(err) => log::warn!("reading the kernel's counters: {err}"),
+            },
+            Some(query) = queries.recv() => engine.answer(query),
+            _ = sigusr1.recv() => if let Err(e) = sink.live(engine.tracker()).and_then(|()| sink.flush()) {
+                break Err(e.into());
+            },
+            err = server_stopped(&mut server) => break Err(err),
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+        }
+    };
+
+    let _ = stop_server.send(());
+    if let Some(server) = server {
+        // Open keep-alive connections would hold a graceful stop forever.
+        if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+            log::debug!("HTTP connections still open at exit; closing them");
+        }
+    }
+    let kernel = probe.kernel_counters()?;
+    // A reader that stopped on its own (the loop saw its channel close) had an error;
+    // one still running is cancelled here.
+    reader.abort();
+    if let Ok(Err(err)) = reader.await {
+        return Err(err).context("reading events from the kernel");
+    }
+    // Detaches every program and frees every map.
+    drop(probe);
+    outcome?;
+    Ok(Summary {
+        events: stats.events(),
+        lost: kernel.lost,
+        undecodable: stats.decode_errors.load(Relaxed),
+        read_errors: kernel.read_errors,
+    })
+}

@@ -1,0 +1,88 @@
+//! Detectors: stuck CLOSE_WAIT (a socket leak) and TIME_WAIT buildup. They run after
+//! each sock_diag reconcile, on the tracker's table and that dump; pure code.
+
+pub mod close_wait;
+#[cfg(test)]
+mod tests;
+pub mod time_wait;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use self::{
+    close_wait::{CloseWaitLeak, LeakOwner, OwnerSource, StuckCloseWait},
+    time_wait::{PortPressure, PortRange, TimeWaitReport},
+};
+use crate::{
+    clock::{rfc3339, WallClock},
+    diag::owners::OwnerCache,
+};
+
+/// The detectors' settings (see `cli::DetectArgs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DetectConfig {
+    pub close_wait_threshold: Duration,
+    pub port_pressure_threshold: f64,
+    pub top_remotes: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CloseWaitReport {
+    pub threshold_seconds: f64,
+    pub stuck: usize,
+    pub oldest_age_seconds: f64,
+    pub unread_bytes: u64,
+    /// Oldest first.
+    pub leaks: Vec<CloseWaitLeak>,
+}
+
+/// What `/api/leaks` serves and the detector metrics show.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LeakReport {
+    /// When the detectors last ran (RFC 3339); `None` until the first reconcile.
+    pub checked_at: Option<String>,
+    pub close_wait: CloseWaitReport,
+    pub time_wait: TimeWaitReport,
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl LeakReport {
+    pub fn new(
+        stuck: &[StuckCloseWait],
+        owners: &OwnerCache,
+        time_wait: TimeWaitReport,
+        config: &DetectConfig,
+        clock: WallClock,
+        now_ns: u64,
+    ) -> Self {
+        let leaks: Vec<CloseWaitLeak> = stuck
+            .iter()
+            .map(|s| CloseWaitLeak {
+                id: s.id,
+                local: s.local,
+                remote: s.remote,
+                since: rfc3339(clock.to_system_time(s.since_ns)),
+                age_seconds: seconds(s.age_ns),
+                age_is_lower_bound: s.age_is_lower_bound,
+                unread_bytes: s.unread_bytes,
+                eof_read: s.eof_read,
+                owner: close_wait::with_owner(s, owners),
+            })
+            .collect();
+        LeakReport {
+            checked_at: Some(rfc3339(clock.to_system_time(now_ns))),
+            close_wait: CloseWaitReport {
+                threshold_seconds: config.close_wait_threshold.as_secs_f64(),
+                stuck: leaks.len(),
+                oldest_age_seconds: stuck.first().map_or(0.0, |s| seconds(s.age_ns)),
+                unread_bytes: stuck.iter().map(|s| u64::from(s.unread_bytes)).sum(),
+                leaks,
+            },
+            time_wait,
+        }
+    }
+}

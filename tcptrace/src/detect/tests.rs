@@ -1,0 +1,306 @@
+//! The detectors on synthetic tables and dumps.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use super::{close_wait::*, time_wait::*, *};
+use crate::{
+    diag::{owners::ProcessOwner, DiagSocket},
+    event::Comm,
+    state::TcpState::{self, *},
+    tracker::{ConnId, Connection, Direction, Owner, Step, TimeWaitLevel},
+};
+
+const SECOND: u64 = 1_000_000_000;
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn conn(generation: u64, local: &str, remote: &str, steps: &[(TcpState, u64)]) -> Connection {
+    Connection {
+        id: ConnId {
+            skaddr: generation,
+            generation,
+        },
+        local: addr(local),
+        remote: addr(remote),
+        direction: Direction::Passive,
+        owner: None,
+        steps: steps
+            .iter()
+            .map(|&(state, s)| Step {
+                state,
+                entered_ns: s * SECOND,
+            })
+            .collect(),
+        marks: vec![],
+        retransmits: 0,
+        seen_since_start: false,
+        vanished: false,
+        illegal: vec![],
+        last_activity_ns: steps.last().unwrap().1 * SECOND,
+    }
+}
+
+fn socket(state: TcpState, local: &str, remote: &str, inode: u32, recv_queue: u32) -> DiagSocket {
+    DiagSocket {
+        state,
+        local: addr(local),
+        remote: addr(remote),
+        inode,
+        uid: 0,
+        recv_queue,
+        timewait: state == TimeWait,
+    }
+}
+
+fn owner(pid: u32, comm: &str) -> Owner {
+    let mut bytes = [0; 16];
+    bytes[..comm.len()].copy_from_slice(comm.as_bytes());
+    Owner {
+        pid,
+        comm: Comm(bytes),
+        cgroup_id: 1,
+    }
+}
+
+#[test]
+fn close_wait_is_stuck_from_the_threshold_on() {
+    let c = conn(
+        1,
+        "127.0.0.1:80",
+        "127.0.0.1:50000",
+        &[(SynRecv, 1), (Established, 2), (CloseWait, 10)],
+    );
+    let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 77, 5)];
+    let threshold = 30 * SECOND;
+    let at = |now| find_stuck([&c].into_iter(), &dump, now, threshold);
+    assert!(at(40 * SECOND - 1).is_empty(), "one ns short of the threshold");
+    let stuck = at(40 * SECOND);
+    assert_eq!(
+        stuck,
+        [StuckCloseWait {
+            id: 1,
+            local: c.local,
+            remote: c.remote,
+            since_ns: 10 * SECOND,
+            age_ns: 30 * SECOND,
+            age_is_lower_bound: false,
+            unread_bytes: 4,
+            eof_read: false,
+            inode: 77,
+            event_owner: None,
+        }]
+    );
+}
+
+#[test]
+fn only_sockets_the_kernel_still_has_in_close_wait_are_stuck() {
+    let a = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
+    let b = conn(2, "127.0.0.1:80", "127.0.0.1:50001", &[(CloseWait, 0)]);
+    let c = conn(3, "127.0.0.1:80", "127.0.0.1:50002", &[(LastAck, 0)]);
+    let dump = [
+        socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 1, 0),
+        // b is gone from the kernel (its events are late), c is not in CLOSE_WAIT.
+        socket(LastAck, "127.0.0.1:80", "127.0.0.1:50002", 3, 0),
+    ];
+    let stuck = find_stuck([&a, &b, &c].into_iter(), &dump, 100 * SECOND, SECOND);
+    assert_eq!(stuck.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+}
+
+#[test]
+fn seeded_leaks_are_flagged_with_a_lower_bound_age_oldest_first() {
+    let mut seeded = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 5)]);
+    seeded.seen_since_start = true;
+    // Seen mid-life in ESTABLISHED, then the FIN arrived: the age is exact.
+    let mut watched = conn(
+        2,
+        "127.0.0.1:80",
+        "127.0.0.1:50001",
+        &[(Established, 5), (CloseWait, 1)],
+    );
+    watched.seen_since_start = true;
+    let dump = [
+        socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 10, 0),
+        socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50001", 11, 0),
+    ];
+    let stuck = find_stuck([&seeded, &watched].into_iter(), &dump, 65 * SECOND, 60 * SECOND);
+    assert_eq!(
+        stuck
+            .iter()
+            .map(|s| (s.id, s.age_ns / SECOND, s.age_is_lower_bound))
+            .collect::<Vec<_>>(),
+        [(2, 64, false), (1, 60, true)]
+    );
+    assert_eq!(inodes(&stuck), HashSet::from([10, 11]));
+}
+
+#[test]
+fn owners_come_from_proc_first_then_from_the_events() {
+    let mut c = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
+    c.owner = Some(owner(10, "listener"));
+    let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 99, 0)];
+    let stuck = find_stuck([&c].into_iter(), &dump, SECOND, 1);
+    let mut cache = OwnerCache::default();
+    let events_owner = with_owner(&stuck[0], &cache).unwrap();
+    assert_eq!(
+        (events_owner.pid, events_owner.comm.as_str(), events_owner.source),
+        (10, "listener", OwnerSource::Events)
+    );
+    let proc = ProcessOwner {
+        pid: 11,
+        comm: "worker".into(),
+        cgroup: Some("/app.slice".into()),
+    };
+    cache.insert(&HashSet::from([99]), HashMap::from([(99, proc)]));
+    assert_eq!(
+        with_owner(&stuck[0], &cache),
+        Some(LeakOwner {
+            pid: 11,
+            comm: "worker".into(),
+            cgroup: Some("/app.slice".into()),
+            source: OwnerSource::Proc,
+        })
+    );
+}
+
+fn leak(id: u64, owner: Option<(u32, &str)>) -> CloseWaitLeak {
+    CloseWaitLeak {
+        id,
+        local: addr("127.0.0.1:80"),
+        remote: addr("127.0.0.1:1"),
+        since: String::new(),
+        age_seconds: 0.0,
+        age_is_lower_bound: false,
+        unread_bytes: 0,
+        eof_read: false,
+        owner: owner.map(|(pid, comm)| LeakOwner {
+            pid,
+            comm: comm.into(),
+            cgroup: None,
+            source: OwnerSource::Proc,
+        }),
+    }
+}
+
+#[test]
+fn leaks_per_process_are_capped_with_an_other_bucket() {
+    let leaks = [
+        leak(1, Some((5, "b"))),
+        leak(2, Some((5, "b"))),
+        leak(3, Some((5, "b"))),
+        leak(4, Some((3, "a"))),
+        leak(5, Some((3, "a"))),
+        leak(6, Some((7, "c"))),
+        leak(7, Some((8, "d"))),
+        leak(8, None),
+    ];
+    assert_eq!(
+        by_process(&leaks, 2),
+        [
+            (Some((5, "b".to_owned())), 3),
+            (Some((3, "a".to_owned())), 2),
+            (None, 3),
+        ]
+    );
+    let all = by_process(&leaks[..7], 10);
+    assert_eq!(all.len(), 4, "no other bucket when everything fits: {all:?}");
+    assert!(by_process(&[], 2).is_empty());
+}
+
+#[test]
+fn the_leak_report_sums_what_an_operator_needs() {
+    let config = DetectConfig {
+        close_wait_threshold: Duration::from_secs(30),
+        port_pressure_threshold: 0.5,
+        top_remotes: 10,
+    };
+    let a = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
+    let b = conn(2, "127.0.0.1:80", "127.0.0.1:50001", &[(CloseWait, 20)]);
+    let dump = [
+        // 99 bytes and the FIN unread; the second read everything, the end of stream too.
+        socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 1, 100),
+        socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50001", 2, 0),
+    ];
+    let stuck = find_stuck([&a, &b].into_iter(), &dump, 60 * SECOND, 30 * SECOND);
+    let report = LeakReport::new(
+        &stuck,
+        &OwnerCache::default(),
+        TimeWaitReport::default(),
+        &config,
+        crate::clock::WallClock::new(),
+        60 * SECOND,
+    );
+    let cw = &report.close_wait;
+    assert_eq!((cw.stuck, cw.unread_bytes), (2, 99));
+    assert_eq!(
+        cw.leaks.iter().map(|l| l.eof_read).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert_eq!((cw.threshold_seconds, cw.oldest_age_seconds), (30.0, 60.0));
+    assert_eq!(cw.leaks[1].age_seconds, 40.0);
+    assert!(report.checked_at.is_some());
+}
+
+#[test]
+fn port_ranges_parse_like_the_sysctl_prints_them() {
+    assert_eq!(
+        PortRange::parse("32768\t60999\n"),
+        Some(PortRange {
+            low: 32768,
+            high: 60999
+        })
+    );
+    assert_eq!(DEFAULT_PORT_RANGE.size(), 28232);
+    assert_eq!(PortRange::parse("1024 1024").unwrap().size(), 1);
+    for bad in ["", "1024", "60999 32768", "a b", "1 2 3", "1 70000"] {
+        assert_eq!(PortRange::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn time_wait_report_keeps_the_top_remotes_and_sums_the_rest() {
+    let range = PortRange {
+        low: 40000,
+        high: 40009,
+    };
+    let mut dump = Vec::new();
+    // 6 toward :80 (5 TIME_WAIT + 1 live), 3 toward :81, 1 toward :82, in the range.
+    for (port, remote, state) in [
+        (40000, "10.0.0.1:80", TimeWait),
+        (40001, "10.0.0.1:80", TimeWait),
+        (40002, "10.0.0.1:80", TimeWait),
+        (40003, "10.0.0.1:80", TimeWait),
+        (40004, "10.0.0.1:80", TimeWait),
+        (40005, "10.0.0.1:80", Established),
+        (40000, "10.0.0.1:81", TimeWait),
+        (40001, "10.0.0.1:81", TimeWait),
+        (40002, "10.0.0.1:81", TimeWait),
+        (40000, "10.0.0.1:82", TimeWait),
+    ] {
+        dump.push(socket(state, &format!("10.0.0.2:{port}"), remote, 0, 0));
+    }
+    // Outside the range (a server's accepted socket) and a listener: no pressure.
+    dump.push(socket(TimeWait, "10.0.0.2:443", "10.0.0.9:5000", 0, 0));
+    dump.push(socket(Listen, "0.0.0.0:40009", "0.0.0.0:0", 0, 0));
+    let level = TimeWaitLevel::from_sockets(&dump);
+    let report = TimeWaitReport::new(&level, &dump, range, 2, 0.6);
+    assert_eq!(report.total, 10);
+    assert_eq!(
+        report.top_remotes,
+        [(addr("10.0.0.1:80"), 5), (addr("10.0.0.1:81"), 3)]
+    );
+    assert_eq!(report.other, 2, "10.0.0.1:82 and 10.0.0.9:5000");
+    let pressure: Vec<_> = report
+        .port_pressure
+        .iter()
+        .map(|p| (p.remote.port(), p.time_wait, p.live, p.ratio, p.flagged))
+        .collect();
+    assert_eq!(pressure, [(80, 5, 1, 0.6, true), (81, 3, 0, 0.3, false)]);
+    assert_eq!(report.max_ratio(), 0.6);
+    assert_eq!(TimeWaitReport::default().max_ratio(), 0.0);
+}

@@ -1,0 +1,256 @@
+//! Every Prometheus metric tcptrace exports, registered in one place.
+//!
+//! Names are `tcptrace_<what>_<unit>`, counters end in `_total`, durations are in
+//! seconds. Every label takes values from a closed set (states, kinds, directions),
+//! except three that name endpoints or processes, and those are capped: remote
+//! endpoints to the top K plus `other`, processes to the [`MAX_LEAK_PROCESSES`] with the
+//! most leaked sockets plus `other`. No label names a connection.
+
+mod recorder;
+mod series;
+#[cfg(test)]
+mod tests;
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+pub use recorder::EventRecorder;
+pub use series::SeriesSet;
+
+/// Processes that get their own `tcptrace_close_wait_stuck_by_process` series.
+pub const MAX_LEAK_PROCESSES: usize = 20;
+
+/// The label value standing for everything beyond a cap.
+pub const OTHER: &str = "other";
+
+/// Handshakes take from tens of microseconds (loopback) to seconds (SYN retries).
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 3.0, 10.0,
+];
+/// States last from microseconds (SYN_SENT on loopback) to days (a leaked CLOSE_WAIT).
+const STATE_BUCKETS: &[f64] = &[
+    0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
+];
+const RECONCILE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+pub struct Metrics {
+    registry: Registry,
+
+    // What the connections do.
+    pub transitions: IntCounterVec,
+    pub connections: IntGaugeVec,
+    pub listeners: IntGauge,
+    pub opened: IntCounterVec,
+    pub closed: IntCounterVec,
+    pub handshake_seconds: HistogramVec,
+    pub state_seconds: HistogramVec,
+    pub retransmitted_skbs: IntCounterVec,
+    pub resets: IntCounterVec,
+
+    // Detectors.
+    pub close_wait_stuck: IntGauge,
+    pub close_wait_oldest_age: Gauge,
+    pub close_wait_unread_bytes: IntGauge,
+    pub close_wait_stuck_by_process: IntGaugeVec,
+    pub time_wait: IntGauge,
+    pub time_wait_by_remote: IntGaugeVec,
+    pub port_pressure: GaugeVec,
+    pub port_pressure_max: Gauge,
+    pub port_range_size: IntGauge,
+
+    // tcptrace's own health.
+    pub events: IntCounterVec,
+    pub events_lost: IntCounter,
+    pub events_unreadable: IntCounter,
+    pub decode_errors: IntCounter,
+    pub tracked: IntGauge,
+    pub tracked_limit: IntGauge,
+    pub evictions: IntCounter,
+    pub gaps: IntCounter,
+    pub illegal_transitions: IntCounter,
+    pub reconcile_corrections: IntCounterVec,
+    pub reconcile_seconds: Histogram,
+    pub reconcile_failures: IntCounter,
+    pub programs_attached: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("registering metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// Registers a newly made metric and hands it back.
+fn register<T>(registry: &Registry, metric: prometheus::Result<T>) -> prometheus::Result<T>
+where
+    T: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(buckets.to_vec())
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let m = Metrics {
+            transitions: register(&r, IntCounterVec::new(
+                opts("tcptrace_state_transitions_total", "TCP state changes seen, by old and new state."),
+                &["from", "to"],
+            ))?,
+            connections: register(&r, IntGaugeVec::new(
+                opts("tcptrace_connections", "Tracked connections by current state (listeners excluded)."),
+                &["state"],
+            ))?,
+            listeners: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_listeners",
+                "Listening sockets seen opening since tcptrace started.",
+            )))?,
+            opened: register(&r, IntCounterVec::new(
+                opts("tcptrace_connections_opened_total", "Connections opened: active (connect), passive (accepted) or unknown (first seen mid-life)."),
+                &["direction"],
+            ))?,
+            closed: register(&r, IntCounterVec::new(
+                opts("tcptrace_connections_closed_total", "Connections ended, by how they ended."),
+                &["kind"],
+            ))?,
+            handshake_seconds: register(&r, HistogramVec::new(
+                histogram("tcptrace_handshake_duration_seconds", "SYN_SENT or SYN_RECV to ESTABLISHED.", HANDSHAKE_BUCKETS),
+                &["direction"],
+            ))?,
+            state_seconds: register(&r, HistogramVec::new(
+                histogram("tcptrace_state_duration_seconds", "Time spent in a state, observed when the connection leaves it.", STATE_BUCKETS),
+                &["state"],
+            ))?,
+            retransmitted_skbs: register(&r, IntCounterVec::new(
+                opts("tcptrace_retransmitted_skbs_total", "Retransmissions, one per skb the kernel retransmitted (an skb holds one or more segments); outcome=failed: the retransmit did not go out (e.g. the original was still queued)."),
+                &["kind", "outcome", "state"],
+            ))?,
+            resets: register(&r, IntCounterVec::new(
+                opts("tcptrace_resets_total", "RST segments sent or received, by the socket's state (none: no socket matched)."),
+                &["direction", "state"],
+            ))?,
+            close_wait_stuck: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_close_wait_stuck",
+                "Connections in CLOSE_WAIT longer than --close-wait-threshold: the peer closed and the application did not.",
+            )))?,
+            close_wait_oldest_age: register(&r, Gauge::with_opts(opts(
+                "tcptrace_close_wait_oldest_age_seconds",
+                "Age of the oldest stuck CLOSE_WAIT connection (a lower bound for ones found at start).",
+            )))?,
+            close_wait_unread_bytes: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_close_wait_unread_bytes",
+                "Unread receive-queue bytes held by stuck CLOSE_WAIT connections.",
+            )))?,
+            close_wait_stuck_by_process: register(&r, IntGaugeVec::new(
+                opts("tcptrace_close_wait_stuck_by_process", "Stuck CLOSE_WAIT connections by owning process (the processes with the most; the rest and unknown owners under pid=\"other\")."),
+                &["pid", "comm"],
+            ))?,
+            time_wait: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_time_wait_sockets",
+                "TIME_WAIT sockets, as sock_diag counted them at the last reconcile.",
+            )))?,
+            time_wait_by_remote: register(&r, IntGaugeVec::new(
+                opts("tcptrace_time_wait_sockets_by_remote", "TIME_WAIT sockets toward the remote endpoints with the most; the rest under remote=\"other\"."),
+                &["remote"],
+            ))?,
+            port_pressure: register(&r, GaugeVec::new(
+                opts("tcptrace_ephemeral_port_pressure_ratio", "Share of the ephemeral port range in use (TIME_WAIT and live sockets) from one local address toward one remote endpoint, for the most used pairs."),
+                &["local_address", "remote"],
+            ))?,
+            port_pressure_max: register(&r, Gauge::with_opts(opts(
+                "tcptrace_ephemeral_port_pressure_max_ratio",
+                "The highest ephemeral port pressure ratio of any (local address, remote endpoint) pair.",
+            )))?,
+            port_range_size: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_ephemeral_ports",
+                "Ports in net.ipv4.ip_local_port_range.",
+            )))?,
+            events: register(&r, IntCounterVec::new(
+                opts("tcptrace_events_total", "Events received from the kernel, by kind."),
+                &["kind"],
+            ))?,
+            events_lost: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_events_lost_total",
+                "Events the kernel could not deliver because the ring buffer was full.",
+            )))?,
+            events_unreadable: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_events_unreadable_total",
+                "Tracepoint records the kernel programs could not read.",
+            )))?,
+            decode_errors: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_decode_errors_total",
+                "Ring-buffer records that did not decode (wrong size, kind, family or state).",
+            )))?,
+            tracked: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_tracked_connections",
+                "Connections in the table.",
+            )))?,
+            tracked_limit: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_tracked_connections_limit",
+                "The table's cap (--max-connections).",
+            )))?,
+            evictions: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_evictions_total",
+                "Connections dropped from the full table, least recently active first.",
+            )))?,
+            gaps: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_event_gaps_total",
+                "Transitions whose old state was not the state tracked: an event was missed.",
+            )))?,
+            illegal_transitions: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_illegal_transitions_total",
+                "Transitions the RFC 793 state machine does not allow.",
+            )))?,
+            reconcile_corrections: register(&r, IntCounterVec::new(
+                opts("tcptrace_reconcile_corrections_total", "Corrections the sock_diag reconcile made: closed (gone from the kernel), added (unknown to tcptrace)."),
+                &["kind"],
+            ))?,
+            reconcile_seconds: register(&r, Histogram::with_opts(histogram(
+                "tcptrace_reconcile_duration_seconds",
+                "Time to dump every TCP socket with sock_diag.",
+                RECONCILE_BUCKETS,
+            )))?,
+            reconcile_failures: register(&r, IntCounter::with_opts(opts(
+                "tcptrace_reconcile_failures_total",
+                "sock_diag dumps that failed.",
+            )))?,
+            programs_attached: register(&r, IntGaugeVec::new(
+                opts("tcptrace_programs_attached", "1 for each kernel program attached, 0 for one that could not be."),
+                &["program"],
+            ))?,
+            build_info: register(&r, IntGaugeVec::new(
+                opts("tcptrace_build_info", "Always 1; the labels say which tcptrace runs."),
+                &["version"],
+            ))?,
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|err| format!("# tcptrace: encoding metrics failed: {err}\n"))
+    }
+}
+
+/// Raises a counter to `total`, a count kept elsewhere (the kernel's, the tracker's).
+pub fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}

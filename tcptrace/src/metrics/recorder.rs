@@ -1,0 +1,229 @@
+//! Feeds the metrics from the pipeline: per event on the hot path, per finished
+//! connection, and from the table and the detectors once per tick.
+
+use std::sync::Arc;
+
+use prometheus::{Histogram, IntCounter};
+
+use super::{catch_up, Metrics, SeriesSet, MAX_LEAK_PROCESSES, OTHER};
+use crate::{
+    detect::{close_wait::by_process, LeakReport},
+    event::{EventKind, TcpEvent},
+    probe::KernelCounters,
+    state::TcpState,
+    tracker::{classify, Applied, CloseKind, Connection, Direction, Tracker},
+};
+
+/// Kernel state numbers go up to 12.
+const STATES: usize = 13;
+
+/// Holds the label lookups of the per-event metrics, resolved once on first use: a
+/// `with_label_values` hashes its labels on every call, which the hot path can skip.
+pub struct EventRecorder {
+    metrics: Arc<Metrics>,
+    transitions: Box<[[Option<IntCounter>; STATES]; STATES]>,
+    state_seconds: [Option<Histogram>; STATES],
+    events: [Option<IntCounter>; 8],
+    handshake: [Option<Histogram>; 2],
+    opened: [Option<IntCounter>; 3],
+    closed: [Option<IntCounter>; CloseKind::ALL.len()],
+    leak_processes: SeriesSet,
+    time_wait_remotes: SeriesSet,
+    port_pressure: SeriesSet,
+}
+
+fn cached<'a, T: Clone>(slot: &'a mut Option<T>, make: impl FnOnce() -> T) -> &'a T {
+    slot.get_or_insert_with(make)
+}
+
+fn state_index(state: TcpState) -> usize {
+    usize::from(state.as_kernel())
+}
+
+fn state_label(state: Option<TcpState>) -> &'static str {
+    state.map_or("none", TcpState::label)
+}
+
+impl EventRecorder {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            transitions: Box::new(std::array::from_fn(|_| std::array::from_fn(|_| None))),
+            state_seconds: std::array::from_fn(|_| None),
+            events: std::array::from_fn(|_| None),
+            handshake: [None, None],
+            opened: [None, None, None],
+            closed: std::array::from_fn(|_| None),
+            leak_processes: SeriesSet::default(),
+            time_wait_remotes: SeriesSet::default(),
+            port_pressure: SeriesSet::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// One event and what the tracker made of it.
+    pub fn record(&mut self, event: &TcpEvent, applied: &Applied) {
+        let m = &self.metrics;
+        let kind_index = match event.kind {
+            EventKind::StateChange { .. } => 0,
+            EventKind::Retransmit { .. } => 1,
+            EventKind::RetransmitSynack => 2,
+            EventKind::SendReset { .. } => 3,
+            EventKind::ReceiveReset { .. } => 4,
+        };
+        cached(&mut self.events[kind_index], || {
+            m.events.with_label_values(&[event.kind.name()])
+        })
+        .inc();
+        match event.kind {
+            EventKind::StateChange { old, new } => {
+                cached(&mut self.transitions[state_index(old)][state_index(new)], || {
+                    m.transitions.with_label_values(&[old.label(), new.label()])
+                })
+                .inc();
+                if let Some(ns) = applied.time_in_old_state_ns {
+                    let seconds = ns as f64 / 1e9;
+                    cached(&mut self.state_seconds[state_index(old)], || {
+                        m.state_seconds.with_label_values(&[old.label()])
+                    })
+                    .observe(seconds);
+                    let direction = match (old, new) {
+                        (TcpState::SynSent, TcpState::Established) => Some(Direction::Active),
+                        (TcpState::SynRecv, TcpState::Established) => Some(Direction::Passive),
+                        _ => None,
+                    };
+                    if let Some(direction) = direction {
+                        cached(&mut self.handshake[direction as usize], || {
+                            m.handshake_seconds.with_label_values(&[direction.label()])
+                        })
+                        .observe(seconds);
+                    }
+                }
+                if let Some(direction) = applied.opened {
+                    cached(&mut self.opened[direction as usize], || {
+                        m.opened.with_label_values(&[direction.label()])
+                    })
+                    .inc();
+                }
+            }
+            // Rare enough for a plain lookup.
+            EventKind::Retransmit { state, err } => {
+                let outcome = if err == 0 { "sent" } else { "failed" };
+                m.retransmitted_skbs
+                    .with_label_values(&["data", outcome, state.label()])
+                    .inc();
+            }
+            EventKind::RetransmitSynack => m
+                .retransmitted_skbs
+                .with_label_values(&["synack", "sent", TcpState::NewSynRecv.label()])
+                .inc(),
+            EventKind::SendReset { state } => m
+                .resets
+                .with_label_values(&["sent", state_label(state)])
+                .inc(),
+            EventKind::ReceiveReset { state } => m
+                .resets
+                .with_label_values(&["received", state_label(state)])
+                .inc(),
+        }
+    }
+
+    /// A connection that ended (moved to the finished ring).
+    pub fn record_finished(&mut self, conn: &Connection) {
+        if let Some(kind) = classify(conn).close {
+            let m = &self.metrics;
+            let index = CloseKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+            cached(&mut self.closed[index], || {
+                m.closed.with_label_values(&[kind.label()])
+            })
+            .inc();
+        }
+    }
+
+    /// Levels read off the table, and the counters kept by the tracker, the reader
+    /// and the kernel. Once per tick: counting states is O(table).
+    pub fn record_table(&self, tracker: &Tracker, kernel: KernelCounters, decode_errors: u64) {
+        let m = &self.metrics;
+        let mut by_state = [0i64; STATES];
+        for conn in tracker.live() {
+            by_state[state_index(conn.state())] += 1;
+        }
+        for state in TcpState::ALL {
+            if !matches!(state, TcpState::Listen | TcpState::NewSynRecv) {
+                m.connections
+                    .with_label_values(&[state.label()])
+                    .set(by_state[state_index(state)]);
+            }
+        }
+        m.listeners.set(tracker.listeners().count() as i64);
+        m.tracked.set(tracker.live_count() as i64);
+        let stats = tracker.stats();
+        catch_up(&m.evictions, stats.evictions);
+        catch_up(&m.gaps, stats.gaps);
+        catch_up(&m.illegal_transitions, stats.illegal_transitions);
+        catch_up(
+            &m.reconcile_corrections.with_label_values(&["closed"]),
+            stats.reconcile_closed,
+        );
+        catch_up(
+            &m.reconcile_corrections.with_label_values(&["added"]),
+            stats.reconcile_added,
+        );
+        // Connections a reconcile found gone ended without an event to count them.
+        catch_up(
+            &m.closed.with_label_values(&[CloseKind::Vanished.label()]),
+            stats.reconcile_closed,
+        );
+        catch_up(&m.events_lost, kernel.lost);
+        catch_up(&m.events_unreadable, kernel.read_errors);
+        catch_up(&m.decode_errors, decode_errors);
+    }
+
+    /// The detectors' findings.
+    pub fn record_leaks(&mut self, report: &LeakReport) {
+        let m = &self.metrics;
+        let cw = &report.close_wait;
+        m.close_wait_stuck.set(cw.stuck as i64);
+        m.close_wait_oldest_age.set(cw.oldest_age_seconds);
+        m.close_wait_unread_bytes.set(cw.unread_bytes as i64);
+        self.leak_processes.replace(
+            &m.close_wait_stuck_by_process,
+            by_process(&cw.leaks, MAX_LEAK_PROCESSES)
+                .into_iter()
+                .map(|(process, count)| {
+                    let labels = match process {
+                        Some((pid, comm)) => vec![pid.to_string(), comm],
+                        None => vec![OTHER.to_owned(), OTHER.to_owned()],
+                    };
+                    (labels, count as i64)
+                }),
+        );
+
+        let tw = &report.time_wait;
+        m.time_wait.set(tw.total as i64);
+        let other = (tw.other > 0).then(|| (vec![OTHER.to_owned()], tw.other as i64));
+        self.time_wait_remotes.replace(
+            &m.time_wait_by_remote,
+            tw.top_remotes
+                .iter()
+                .map(|(remote, n)| (vec![remote.to_string()], *n as i64))
+                .chain(other),
+        );
+        self.port_pressure.replace(
+            &m.port_pressure,
+            tw.port_pressure.iter().map(|p| {
+                (
+                    vec![p.local_address.to_string(), p.remote.to_string()],
+                    p.ratio,
+                )
+            }),
+        );
+        m.port_pressure_max.set(tw.max_ratio());
+        if let Some(range) = tw.port_range {
+            m.port_range_size.set(i64::from(range.size()));
+        }
+    }
+}
