@@ -185,7 +185,10 @@ mod tests {
         assert_eq!((list.matching, list.truncated), (1, false));
         assert_eq!(list.connections[0].owner.as_ref().unwrap().pid, 100);
         // Limits above the cap are cut to it.
-        assert_eq!(connections(&tracker, &all(usize::MAX), clock, 0).matching, 6);
+        assert_eq!(
+            connections(&tracker, &all(usize::MAX), clock, 0).matching,
+            6
+        );
     }
 
     #[test]

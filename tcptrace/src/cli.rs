@@ -149,7 +149,9 @@ fn parse_threshold(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {
-    let ratio: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let ratio: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
     if !(ratio > 0.0 && ratio <= 1.0) {
         return Err("must be more than 0 and at most 1".into());
     }
@@ -291,7 +293,10 @@ mod tests {
         let args = serve(&["serve"]);
         assert_eq!(args.listen, DEFAULT_LISTEN.parse().unwrap());
         assert!(args.listen.ip().is_loopback());
-        assert_eq!(args.trace.detect.close_wait_threshold, Duration::from_secs(30));
+        assert_eq!(
+            args.trace.detect.close_wait_threshold,
+            Duration::from_secs(30)
+        );
         assert_eq!(args.trace.detect.port_pressure_threshold, 0.5);
         assert_eq!(args.trace.detect.top_remotes, 10);
         let args = serve(&[

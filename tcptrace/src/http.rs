@@ -58,7 +58,10 @@ impl IntoResponse for ApiError {
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        state.metrics.render(),
+    )
 }
 
 /// 200 while the loop that reads the kernel's events runs.
@@ -71,10 +74,22 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 /// Sends a question to the loop and waits for its answer.
-async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, ApiError> {
-    let unavailable = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "tcptrace is stopping".into());
+async fn ask<T>(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Result<T, ApiError> {
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tcptrace is stopping".into(),
+        )
+    };
     let (reply, answer) = oneshot::channel();
-    state.queries.send(make(reply)).await.map_err(|_| unavailable())?;
+    state
+        .queries
+        .send(make(reply))
+        .await
+        .map_err(|_| unavailable())?;
     answer.await.map_err(|_| unavailable())
 }
 
@@ -87,7 +102,10 @@ struct ListParams {
 
 fn limit(requested: Option<usize>) -> Result<usize, ApiError> {
     match requested.unwrap_or(api::DEFAULT_LIMIT) {
-        0 => Err(ApiError(StatusCode::BAD_REQUEST, "limit must be at least 1".into())),
+        0 => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be at least 1".into(),
+        )),
         n if n > api::MAX_LIMIT => Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("limit must be at most {}", api::MAX_LIMIT),

@@ -37,9 +37,12 @@ fn main() -> ExitCode {
                 anyhow::Ok(())
             }
             Command::Serve(args) => {
-                let summary =
-                    tcptrace::daemon::run(&args.trace, Some(args.listen), &mut tcptrace::daemon::Quiet)
-                        .await?;
+                let summary = tcptrace::daemon::run(
+                    &args.trace,
+                    Some(args.listen),
+                    &mut tcptrace::daemon::Quiet,
+                )
+                .await?;
                 log::info!("stopped: {summary}");
                 anyhow::Ok(())
             }

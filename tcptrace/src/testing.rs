@@ -53,4 +53,3 @@ pub fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
         0,
     )
 }
-

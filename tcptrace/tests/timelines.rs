@@ -5,7 +5,6 @@ mod common;
 
 use std::{
     net::{SocketAddr, TcpStream},
-    process::Command,
     time::Duration,
 };
 
@@ -21,36 +20,12 @@ use tcptrace::{
 
 const PORT_PAIRED: u16 = 22001;
 const PORT_CLOSE_WAIT: u16 = 22002;
-/// TIME_WAIT lasts 60 s: a port of its own per run, so a quick re-run does not find the
-/// previous run's sockets.
-fn time_wait_port() -> u16 {
-    23000 + (std::process::id() % 1000) as u16
-}
 
 fn filter(port: u16) -> KernelFilter {
     KernelFilter {
         ports: vec![port],
         family: None,
     }
-}
-
-/// `ss -Htan state <state> '( sport = :P or dport = :P )'`, counted.
-fn ss_count(state: &str, port: u16) -> usize {
-    let out = Command::new("ss")
-        .args([
-            "-Htan",
-            "state",
-            state,
-            &format!("( sport = :{port} or dport = :{port} )"),
-        ])
-        .output()
-        .expect("ss (iproute2) runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[test]
@@ -124,12 +99,7 @@ fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
     const N: usize = 5;
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_CLOSE_WAIT));
     let listener = listen(server_addr);
-    let mut held = Vec::new();
-    for _ in 0..N {
-        let client = TcpStream::connect(server_addr).unwrap();
-        held.push(listener.accept().unwrap().0);
-        drop(client); // the peer closes; our accepted socket stays in CLOSE_WAIT
-    }
+    let mut held = close_wait_sockets(&listener, N);
     pause();
     assert_eq!(ss_count("close-wait", PORT_CLOSE_WAIT), N);
 
@@ -174,16 +144,10 @@ fn time_wait_level_equals_what_ss_counts() {
         return;
     }
     const N: usize = 20;
-    let port = time_wait_port();
+    let port = time_wait_port(23000);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = listen(server_addr);
-    for _ in 0..N {
-        let client = TcpStream::connect(server_addr).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        drop(client); // the client closes first: it is the one left in TIME_WAIT
-        pause();
-        drop(accepted);
-    }
+    time_wait_sockets(&listener, N);
     std::thread::sleep(Duration::from_millis(100));
     let mut tracker = Tracker::new(1024, 64);
     tracker.reconcile(&dump_tcp(&TcpState::ALL).unwrap(), 0, monotonic_now_ns());

@@ -11,8 +11,10 @@ use crate::cmd;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests use: `nft` drops packets, `ethtool` turns GSO/TSO off,
-/// `ip` makes namespaces and veths, `ss`/`nstat` give the kernel's own counts.
-const DEBIAN_PACKAGES: &[&str] = &["nftables", "ethtool", "iproute2"];
+/// `ip` makes namespaces and veths, `ss`/`nstat` give the kernel's own counts,
+/// `prometheus` scrapes the daemon and brings `promtool` (rules, metrics lint),
+/// `systemd-analyze` checks the unit file.
+const DEBIAN_PACKAGES: &[&str] = &["nftables", "ethtool", "iproute2", "prometheus", "systemd"];
 
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;
@@ -162,5 +164,8 @@ fn debian_packages() -> anyhow::Result<()> {
     cmd::run("apt-get", &["update", "-qq"]).context("apt-get update")?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
-    cmd::run("apt-get", &args).context("apt-get install")
+    // No questions: CI has no terminal.
+    let noninteractive = std::ffi::OsStr::new("noninteractive");
+    cmd::run_with_env("apt-get", &args, &[("DEBIAN_FRONTEND", noninteractive)])
+        .context("apt-get install")
 }

@@ -55,7 +55,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(args: &TraceArgs, metrics: Arc<Metrics>, leaks: watch::Sender<Arc<LeakReport>>) -> Self {
+    pub fn new(
+        args: &TraceArgs,
+        metrics: Arc<Metrics>,
+        leaks: watch::Sender<Arc<LeakReport>>,
+    ) -> Self {
         Self {
             tracker: Tracker::new(args.max_connections as usize, FINISHED_RING),
             recorder: EventRecorder::new(metrics),
@@ -105,7 +109,10 @@ impl Engine {
             report.added,
             report.time_wait
         );
-        self.recorder.metrics().reconcile_seconds.observe(dump.took.as_secs_f64());
+        self.recorder
+            .metrics()
+            .reconcile_seconds
+            .observe(dump.took.as_secs_f64());
         self.detect(&dump, None);
     }
 
@@ -123,7 +130,10 @@ impl Engine {
             .tracker
             .reconcile(&dump.sockets, dump.started_ns, monotonic_now_ns());
         log::debug!("reconcile: {report:?} in {:?}", dump.took);
-        self.recorder.metrics().reconcile_seconds.observe(dump.took.as_secs_f64());
+        self.recorder
+            .metrics()
+            .reconcile_seconds
+            .observe(dump.took.as_secs_f64());
         self.detect(&dump, Some(done));
     }
 
@@ -139,7 +149,9 @@ impl Engine {
             self.detect.top_remotes,
             self.detect.port_pressure_threshold,
         );
-        let misses = self.owners.retain_and_misses(&close_wait::inodes(&self.stuck));
+        let misses = self
+            .owners
+            .retain_and_misses(&close_wait::inodes(&self.stuck));
         if let (false, Some(done)) = (misses.is_empty(), done) {
             background::spawn_owner_scan(misses, done.clone());
         }
@@ -167,7 +179,8 @@ impl Engine {
     /// Once a second: levels and counters into the metrics; a warning when the kernel
     /// dropped events.
     pub fn tick(&mut self, kernel: KernelCounters, decode_errors: u64) {
-        self.recorder.record_table(&self.tracker, kernel, decode_errors);
+        self.recorder
+            .record_table(&self.tracker, kernel, decode_errors);
         let (warned_at_total, last) = self.lost_warned;
         let due = last.is_none_or(|at| at.elapsed() >= LOSS_WARNING_EVERY);
         if kernel.lost > warned_at_total && due {

@@ -39,7 +39,12 @@ pub trait Sink {
     fn start(&mut self) -> io::Result<()> {
         Ok(())
     }
-    fn event(&mut self, _tracker: &Tracker, _event: &TcpEvent, _applied: &Applied) -> io::Result<()> {
+    fn event(
+        &mut self,
+        _tracker: &Tracker,
+        _event: &TcpEvent,
+        _applied: &Applied,
+    ) -> io::Result<()> {
         Ok(())
     }
     /// A connection that ended, once its whole batch is in (a RST reported just after
@@ -215,7 +220,10 @@ pub async fn run(
     let _ = stop_server.send(());
     if let Some(server) = server {
         // Open keep-alive connections would hold a graceful stop forever.
-        if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .is_err()
+        {
             log::debug!("HTTP connections still open at exit; closing them");
         }
     }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 pub use self::{
     close_wait::{CloseWaitLeak, LeakOwner, OwnerSource, StuckCloseWait},
-    time_wait::{PortPressure, PortRange, TimeWaitReport},
+    time_wait::{PortPressure, PortRange, RemoteTimeWait, TimeWaitReport},
 };
 use crate::{
     clock::{rfc3339, WallClock},

@@ -50,6 +50,13 @@ impl PortRange {
     }
 }
 
+/// TIME_WAIT sockets toward one remote endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RemoteTimeWait {
+    pub remote: SocketAddr,
+    pub sockets: u64,
+}
+
 /// Ephemeral ports in use from one local address toward one remote endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PortPressure {
@@ -70,7 +77,7 @@ pub struct TimeWaitReport {
     /// Every TIME_WAIT socket (the filtered ones, with -P/-4/-6).
     pub total: u64,
     /// The remote endpoints with the most TIME_WAIT sockets, most first.
-    pub top_remotes: Vec<(SocketAddr, u64)>,
+    pub top_remotes: Vec<RemoteTimeWait>,
     /// TIME_WAIT sockets toward every other remote endpoint.
     pub other: u64,
     pub port_range: Option<PortRange>,
@@ -90,11 +97,18 @@ impl TimeWaitReport {
         top: usize,
         threshold: f64,
     ) -> Self {
-        let mut remotes: Vec<(SocketAddr, u64)> =
-            level.by_remote.iter().map(|(r, n)| (*r, *n)).collect();
-        remotes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut remotes: Vec<RemoteTimeWait> = level
+            .by_remote
+            .iter()
+            .map(|(&remote, &sockets)| RemoteTimeWait { remote, sockets })
+            .collect();
+        remotes.sort_by(|a, b| {
+            b.sockets
+                .cmp(&a.sockets)
+                .then_with(|| a.remote.cmp(&b.remote))
+        });
         remotes.truncate(top);
-        let shown: u64 = remotes.iter().map(|(_, n)| n).sum();
+        let shown: u64 = remotes.iter().map(|r| r.sockets).sum();
 
         let mut pairs: HashMap<(IpAddr, SocketAddr), (u64, u64)> = HashMap::new();
         let outgoing = sockets

@@ -152,7 +152,8 @@ mod tests {
             parse_cgroup("0::/system.slice/nginx.service\n").as_deref(),
             Some("/system.slice/nginx.service")
         );
-        let hybrid = "12:pids:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
+        let hybrid =
+            "12:pids:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
         assert_eq!(parse_cgroup(hybrid).as_deref(), Some("/user.slice/x.scope"));
         assert_eq!(
             parse_cgroup("4:cpu,cpuacct:/docker/abc\n").as_deref(),
@@ -213,7 +214,11 @@ mod tests {
         let mut cache = OwnerCache::default();
         let wanted = HashSet::from([0, 7, 8]);
         let misses = cache.retain_and_misses(&wanted);
-        assert_eq!(misses, HashSet::from([7, 8]), "inode 0 (no socket file) is never looked up");
+        assert_eq!(
+            misses,
+            HashSet::from([7, 8]),
+            "inode 0 (no socket file) is never looked up"
+        );
         let owner = ProcessOwner {
             pid: 1,
             comm: "a".into(),
@@ -222,7 +227,10 @@ mod tests {
         cache.insert(&misses, HashMap::from([(7, owner.clone())]));
         assert_eq!(cache.get(7), Some(&owner));
         assert_eq!(cache.get(8), None);
-        assert!(cache.retain_and_misses(&wanted).is_empty(), "8 was looked for already");
+        assert!(
+            cache.retain_and_misses(&wanted).is_empty(),
+            "8 was looked for already"
+        );
         assert!(cache.retain_and_misses(&HashSet::from([8])).is_empty());
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(7), None, "7 is no longer asked about");

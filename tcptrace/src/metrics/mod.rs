@@ -12,8 +12,8 @@ mod series;
 mod tests;
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 pub use recorder::EventRecorder;
 pub use series::SeriesSet;
@@ -26,8 +26,8 @@ pub const OTHER: &str = "other";
 
 /// Handshakes take from tens of microseconds (loopback) to seconds (SYN retries).
 const HANDSHAKE_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 3.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    3.0, 10.0,
 ];
 /// States last from microseconds (SYN_SENT on loopback) to days (a leaked CLOSE_WAIT).
 const STATE_BUCKETS: &[f64] = &[
@@ -110,7 +110,7 @@ impl Metrics {
                 &["from", "to"],
             ))?,
             connections: register(&r, IntGaugeVec::new(
-                opts("tcptrace_connections", "Tracked connections by current state (listeners excluded)."),
+                opts("tcptrace_connections", "Tracked connections by current state (TIME_WAIT sockets are counted in tcptrace_time_wait_sockets)."),
                 &["state"],
             ))?,
             listeners: register(&r, IntGauge::with_opts(opts(

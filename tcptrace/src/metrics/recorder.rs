@@ -32,7 +32,7 @@ pub struct EventRecorder {
     port_pressure: SeriesSet,
 }
 
-fn cached<'a, T: Clone>(slot: &'a mut Option<T>, make: impl FnOnce() -> T) -> &'a T {
+fn cached<T: Clone>(slot: &mut Option<T>, make: impl FnOnce() -> T) -> &T {
     slot.get_or_insert_with(make)
 }
 
@@ -80,9 +80,10 @@ impl EventRecorder {
         .inc();
         match event.kind {
             EventKind::StateChange { old, new } => {
-                cached(&mut self.transitions[state_index(old)][state_index(new)], || {
-                    m.transitions.with_label_values(&[old.label(), new.label()])
-                })
+                cached(
+                    &mut self.transitions[state_index(old)][state_index(new)],
+                    || m.transitions.with_label_values(&[old.label(), new.label()]),
+                )
                 .inc();
                 if let Some(ns) = applied.time_in_old_state_ns {
                     let seconds = ns as f64 / 1e9;
@@ -152,7 +153,13 @@ impl EventRecorder {
             by_state[state_index(conn.state())] += 1;
         }
         for state in TcpState::ALL {
-            if !matches!(state, TcpState::Listen | TcpState::NewSynRecv) {
+            // A tracked connection leaves the table at CLOSE and hands over to a
+            // timewait socket (exported as tcptrace_time_wait_sockets), so it is never in
+            // either; listeners and request sockets are not connections.
+            if !matches!(
+                state,
+                TcpState::Close | TcpState::TimeWait | TcpState::Listen | TcpState::NewSynRecv
+            ) {
                 m.connections
                     .with_label_values(&[state.label()])
                     .set(by_state[state_index(state)]);
@@ -209,7 +216,7 @@ impl EventRecorder {
             &m.time_wait_by_remote,
             tw.top_remotes
                 .iter()
-                .map(|(remote, n)| (vec![remote.to_string()], *n as i64))
+                .map(|r| (vec![r.remote.to_string()], r.sockets as i64))
                 .chain(other),
         );
         self.port_pressure.replace(

@@ -4,7 +4,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use super::*;
 use crate::{
-    detect::{CloseWaitLeak, LeakOwner, LeakReport, OwnerSource, PortPressure, TimeWaitReport},
+    detect::{
+        CloseWaitLeak, LeakOwner, LeakReport, OwnerSource, PortPressure, RemoteTimeWait,
+        TimeWaitReport,
+    },
     event::EventKind,
     probe::KernelCounters,
     state::TcpState::*,
@@ -88,25 +91,52 @@ fn a_client_and_server_lifecycle_counts_exactly() {
     assert_eq!(e("state_change"), Some(10.0));
     assert_eq!(e("send_reset"), Some(1.0));
     let one = |name, labels| sample(&text, name, labels);
-    assert_eq!(one("tcptrace_connections_opened_total", "direction=\"active\""), Some(1.0));
-    assert_eq!(one("tcptrace_connections_opened_total", "direction=\"passive\""), Some(1.0));
-    assert_eq!(one("tcptrace_connections_closed_total", "kind=\"active_close\""), Some(1.0));
-    assert_eq!(one("tcptrace_connections_closed_total", "kind=\"passive_close\""), Some(1.0));
     assert_eq!(
-        one("tcptrace_handshake_duration_seconds_count", "direction=\"active\""),
+        one("tcptrace_connections_opened_total", "direction=\"active\""),
         Some(1.0)
     );
     assert_eq!(
-        one("tcptrace_handshake_duration_seconds_sum", "direction=\"active\""),
+        one("tcptrace_connections_opened_total", "direction=\"passive\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        one("tcptrace_connections_closed_total", "kind=\"active_close\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        one(
+            "tcptrace_connections_closed_total",
+            "kind=\"passive_close\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        one(
+            "tcptrace_handshake_duration_seconds_count",
+            "direction=\"active\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        one(
+            "tcptrace_handshake_duration_seconds_sum",
+            "direction=\"active\""
+        ),
         Some(0.002)
     );
     // The passive end's SYN_RECV began at 1 ms and ended at 3 ms.
     assert_eq!(
-        one("tcptrace_handshake_duration_seconds_sum", "direction=\"passive\""),
+        one(
+            "tcptrace_handshake_duration_seconds_sum",
+            "direction=\"passive\""
+        ),
         Some(0.002)
     );
     assert_eq!(
-        one("tcptrace_state_duration_seconds_count", "state=\"established\""),
+        one(
+            "tcptrace_state_duration_seconds_count",
+            "state=\"established\""
+        ),
         Some(2.0)
     );
     assert_eq!(
@@ -117,15 +147,32 @@ fn a_client_and_server_lifecycle_counts_exactly() {
     assert_eq!(one("tcptrace_events_unreadable_total", ""), Some(1.0));
     assert_eq!(one("tcptrace_decode_errors_total", ""), Some(2.0));
     assert_eq!(one("tcptrace_tracked_connections", ""), Some(0.0));
-    assert_eq!(one("tcptrace_connections", "state=\"established\""), Some(0.0));
     assert_eq!(
-        one("tcptrace_build_info", &format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        one("tcptrace_connections", "state=\"established\""),
+        Some(0.0)
+    );
+    assert_eq!(
+        one(
+            "tcptrace_build_info",
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))
+        ),
         Some(1.0)
     );
     // Catching up twice to the same total adds nothing.
-    recorder.record_table(&tracker, KernelCounters { lost: 7, read_errors: 1 }, 2);
+    recorder.record_table(
+        &tracker,
+        KernelCounters {
+            lost: 7,
+            read_errors: 1,
+        },
+        2,
+    );
     assert_eq!(
-        sample(&recorder.metrics().render(), "tcptrace_events_lost_total", ""),
+        sample(
+            &recorder.metrics().render(),
+            "tcptrace_events_lost_total",
+            ""
+        ),
         Some(7.0)
     );
 }
@@ -161,7 +208,12 @@ fn endpoint_and_process_labels_stay_capped() {
     report.close_wait.leaks = (0..100).map(|i| leak(i, 1000 + i as u32)).collect();
     report.close_wait.stuck = 100;
     // 10 shown remotes plus other, as the detector hands them over.
-    report.time_wait.top_remotes = (0..10).map(|i| (remote(i), 100 - u64::from(i))).collect();
+    report.time_wait.top_remotes = (0..10)
+        .map(|i| RemoteTimeWait {
+            remote: remote(i),
+            sockets: 100 - u64::from(i),
+        })
+        .collect();
     report.time_wait.other = 5000;
     report.time_wait.total = 5955;
     report.time_wait.port_pressure = (0..10)
@@ -176,19 +228,34 @@ fn endpoint_and_process_labels_stay_capped() {
         .collect();
     recorder.record_leaks(&report);
     let text = recorder.metrics().render();
-    assert_eq!(series(&text, "tcptrace_close_wait_stuck_by_process"), MAX_LEAK_PROCESSES + 1);
     assert_eq!(
-        sample(&text, "tcptrace_close_wait_stuck_by_process", "comm=\"other\",pid=\"other\""),
+        series(&text, "tcptrace_close_wait_stuck_by_process"),
+        MAX_LEAK_PROCESSES + 1
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tcptrace_close_wait_stuck_by_process",
+            "comm=\"other\",pid=\"other\""
+        ),
         Some(80.0)
     );
     assert_eq!(sample(&text, "tcptrace_close_wait_stuck", ""), Some(100.0));
     assert_eq!(series(&text, "tcptrace_time_wait_sockets_by_remote"), 11);
     assert_eq!(
-        sample(&text, "tcptrace_time_wait_sockets_by_remote", "remote=\"other\""),
+        sample(
+            &text,
+            "tcptrace_time_wait_sockets_by_remote",
+            "remote=\"other\""
+        ),
         Some(5000.0)
     );
     assert_eq!(
-        sample(&text, "tcptrace_time_wait_sockets_by_remote", "remote=\"10.0.0.0:443\""),
+        sample(
+            &text,
+            "tcptrace_time_wait_sockets_by_remote",
+            "remote=\"10.0.0.0:443\""
+        ),
         Some(100.0)
     );
     assert_eq!(series(&text, "tcptrace_ephemeral_port_pressure_ratio"), 10);
@@ -201,7 +268,10 @@ fn endpoint_and_process_labels_stay_capped() {
             ..Default::default()
         },
         time_wait: TimeWaitReport {
-            top_remotes: vec![(remote(500), 3)],
+            top_remotes: vec![RemoteTimeWait {
+                remote: remote(500),
+                sockets: 3,
+            }],
             total: 3,
             ..Default::default()
         },
@@ -211,10 +281,17 @@ fn endpoint_and_process_labels_stay_capped() {
     let text = recorder.metrics().render();
     assert_eq!(series(&text, "tcptrace_close_wait_stuck_by_process"), 1);
     assert_eq!(
-        sample(&text, "tcptrace_close_wait_stuck_by_process", "comm=\"p42\",pid=\"42\""),
+        sample(
+            &text,
+            "tcptrace_close_wait_stuck_by_process",
+            "comm=\"p42\",pid=\"42\""
+        ),
         Some(1.0)
     );
     assert_eq!(series(&text, "tcptrace_time_wait_sockets_by_remote"), 1);
     assert_eq!(series(&text, "tcptrace_ephemeral_port_pressure_ratio"), 0);
-    assert_eq!(sample(&text, "tcptrace_ephemeral_port_pressure_max_ratio", ""), Some(0.0));
+    assert_eq!(
+        sample(&text, "tcptrace_ephemeral_port_pressure_max_ratio", ""),
+        Some(0.0)
+    );
 }

@@ -5,6 +5,7 @@
 )]
 
 pub mod netns;
+pub mod serve;
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -186,4 +187,55 @@ pub fn set_linger_zero(stream: &TcpStream) {
 
 pub fn pause() {
     std::thread::sleep(Duration::from_millis(30));
+}
+
+/// `ss -Htan state <state> '( sport = :P or dport = :P )'`, counted.
+pub fn ss_count(state: &str, port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-Htan",
+            "state",
+            state,
+            &format!("( sport = :{port} or dport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// TIME_WAIT lasts 60 s: a port of its own per run (in `base..base + 1000`), so that a
+/// quick re-run does not find the previous run's sockets.
+pub fn time_wait_port(base: u16) -> u16 {
+    base + (std::process::id() % 1000) as u16
+}
+
+/// Leaves `n` accepted sockets on `listener` in CLOSE_WAIT: each client closes at once,
+/// and the returned ends are never closed.
+pub fn close_wait_sockets(listener: &TcpListener, n: usize) -> Vec<TcpStream> {
+    let addr = listener.local_addr().unwrap();
+    (0..n)
+        .map(|_| {
+            let client = TcpStream::connect(addr).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            drop(client);
+            accepted
+        })
+        .collect()
+}
+
+/// Leaves `n` client sockets toward `listener` in TIME_WAIT: the client closes first.
+pub fn time_wait_sockets(listener: &TcpListener, n: usize) {
+    let addr = listener.local_addr().unwrap();
+    for _ in 0..n {
+        let client = TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        drop(client);
+        pause();
+        drop(accepted);
+    }
 }

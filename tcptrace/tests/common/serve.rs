@@ -1,0 +1,258 @@
+//! The real `tcptrace serve` binary as a child process, a plain HTTP/1.1 client for it,
+//! and a real Prometheus server; each stopped and cleaned up on drop, even when the
+//! test fails.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// A child process that is stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Process {
+    pub child: Child,
+    name: &'static str,
+}
+
+impl Process {
+    /// Stops it: SIGTERM, then SIGKILL after 5 s. Returns whether it exited with 0.
+    pub fn stop(&mut self) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} ignored SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `tcptrace serve` with `args`, listening on a port the kernel picks.
+pub struct Serve {
+    pub process: Process,
+    pub addr: SocketAddr,
+    /// Every stderr line, as it comes.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    pub fn start(args: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcptrace starts");
+        let stderr = child.stderr.take().unwrap();
+        let process = Process {
+            child,
+            name: "tcptrace serve",
+        };
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[tcptrace] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("tcptrace serve should log the address it serves");
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                let addr = rest.split('/').next().unwrap().parse().unwrap();
+                return Serve { process, addr, log };
+            }
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+}
+
+/// GET over a fresh connection; (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name{labels}` (labels as rendered, sorted by name) in a
+/// Prometheus text exposition, if present.
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A port free at the time of asking (for servers that cannot be told to pick one).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The workspace's `deploy/` directory.
+pub fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("tcptrace-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Debian's Prometheus, scraping `targets` every second, with tcptrace's alert rules
+/// loaded, its data in a temporary directory.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    // Dropped in this order: the server first, then its directory.
+    _process: Process,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[SocketAddr]) -> Prometheus {
+        let dir = TempDir::new("prometheus");
+        let rules = deploy_dir().join("prometheus/tcptrace.rules.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - '{}'\n\
+             scrape_configs:\n  - job_name: tcptrace\n    static_configs:\n      \
+             - targets: [{}]\n",
+            rules.display(),
+            targets.join(", ")
+        );
+        std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`, installed by cargo xtask setup)");
+        let prometheus = Prometheus {
+            addr,
+            _process: Process {
+                child,
+                name: "prometheus",
+            },
+            _dir: dir,
+        };
+        eventually(Duration::from_secs(30), "prometheus to be ready", || {
+            TcpStream::connect(addr).ok()?;
+            (http_get(addr, "/-/ready").0 == 200).then_some(())
+        });
+        prometheus
+    }
+
+    /// An instant PromQL query; the result vector's (labels, value) pairs.
+    pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={encoded}"));
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        answer["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                (r["metric"].clone(), value)
+            })
+            .collect()
+    }
+}
