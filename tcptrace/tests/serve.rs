@@ -11,6 +11,7 @@ use common::{serve::*, *};
 const PORT_LEAK: u16 = 24001;
 const PORT_SEEDED_LEAK: u16 = 24002;
 const PORT_PROMETHEUS: u16 = 24003;
+const PORT_WATCH: u16 = 24004;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn port_filter(port: u16) -> String {
@@ -236,6 +237,53 @@ fn a_real_prometheus_scrapes_the_leak_count() {
     });
     assert_eq!(pending[0].0["alertstate"], "pending");
     assert_eq!(pending[0].0["pid"], me.to_string());
+    drop(listener);
+}
+
+#[test]
+fn watch_with_listen_prints_and_serves_at_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let watch = Serve::run("watch", &["-P", &port_filter(PORT_WATCH), "--json"]);
+    let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_WATCH));
+    let listener = listen(server_addr);
+    drop(close_wait_sockets(&listener, 1));
+    // The four sockets' stories on stdout: listener, client, server child.
+    let mut printed = Vec::new();
+    let closes = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "state_change" && l["new_state"] == "CLOSE")
+            .count()
+    };
+    while closes(&printed) < 2 {
+        let line = watch
+            .output
+            .recv_timeout(WAIT)
+            .expect("watch prints each event");
+        printed.push(serde_json::from_str(&line).unwrap());
+    }
+    let metrics = eventually(WAIT, "the same events in /metrics", || {
+        let metrics = watch.metrics();
+        let transitions = |from: &str, to: &str| {
+            sample(
+                &metrics,
+                "tcptrace_state_transitions_total",
+                &format!("from=\"{from}\",to=\"{to}\""),
+            )
+        };
+        (transitions("last_ack", "close") == Some(1.0)).then_some(metrics)
+    });
+    let state_changes = printed
+        .iter()
+        .filter(|l| l["event"] == "state_change")
+        .count();
+    assert_eq!(
+        sample(&metrics, "tcptrace_events_total", "kind=\"state_change\""),
+        Some(state_changes as f64),
+        "{printed:#?}"
+    );
     drop(listener);
 }
 

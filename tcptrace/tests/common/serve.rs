@@ -45,35 +45,48 @@ impl Drop for Process {
     }
 }
 
-/// `tcptrace serve` with `args`, listening on a port the kernel picks.
+/// `tcptrace serve` (or `watch --listen`) with `args`, listening on a port the kernel
+/// picks.
 pub struct Serve {
     pub process: Process,
     pub addr: SocketAddr,
     /// Every stderr line, as it comes.
     pub log: mpsc::Receiver<String>,
+    /// Every stdout line, as it comes.
+    pub output: mpsc::Receiver<String>,
+}
+
+/// Forwards each line of `from` to the returned channel (and to the test's stderr).
+fn lines(from: impl Read + Send + 'static, tag: &'static str) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Serve {
     pub fn start(args: &[&str]) -> Serve {
+        Self::run("serve", args)
+    }
+
+    pub fn run(subcommand: &str, args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([subcommand, "--listen", "127.0.0.1:0"])
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("tcptrace starts");
-        let stderr = child.stderr.take().unwrap();
+        let log = lines(child.stderr.take().unwrap(), "tcptrace");
+        let output = lines(child.stdout.take().unwrap(), "tcptrace stdout");
         let process = Process {
             child,
-            name: "tcptrace serve",
+            name: "tcptrace",
         };
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[tcptrace] {line}");
-                let _ = tx.send(line);
-            }
-        });
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let line = log
@@ -81,7 +94,12 @@ impl Serve {
                 .expect("tcptrace serve should log the address it serves");
             if let Some(rest) = line.split("serving http://").nth(1) {
                 let addr = rest.split('/').next().unwrap().parse().unwrap();
-                return Serve { process, addr, log };
+                return Serve {
+                    process,
+                    addr,
+                    log,
+                    output,
+                };
             }
         }
     }
