@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use crate::{
     event::{Comm, EventKind, Task, TcpEvent},
     state::TcpState,
+    tracker::{ConnId, Connection, Direction, Step},
 };
 
 pub const CLIENT: &str = "127.0.0.1:40000";
@@ -52,4 +53,42 @@ pub fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
         CLIENT,
         0,
     )
+}
+
+/// A connection that went through `steps` (state, time in `unit_ns`): passive when it
+/// starts at LISTEN, else active; its id's skaddr and generation are both `id`.
+pub fn connection_through(
+    id: u64,
+    (local, remote): (&str, &str),
+    steps: &[(TcpState, u64)],
+    unit_ns: u64,
+) -> Connection {
+    let steps: Vec<Step> = steps
+        .iter()
+        .map(|&(state, t)| Step {
+            state,
+            entered_ns: t * unit_ns,
+        })
+        .collect();
+    Connection {
+        id: ConnId {
+            skaddr: id,
+            generation: id,
+        },
+        local: addr(local),
+        remote: addr(remote),
+        direction: if steps[0].state == TcpState::Listen {
+            Direction::Passive
+        } else {
+            Direction::Active
+        },
+        owner: None,
+        last_activity_ns: steps.last().map_or(0, |s| s.entered_ns),
+        steps,
+        marks: vec![],
+        retransmits: 0,
+        seen_since_start: false,
+        vanished: false,
+        illegal: vec![],
+    }
 }

@@ -221,36 +221,9 @@ pub fn json_value(conn: &Connection, partner: Option<&Connection>) -> serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::{ConnId, Direction, Step};
 
     fn conn(skaddr: u64, local: &str, remote: &str, steps: &[(TcpState, u64)]) -> Connection {
-        Connection {
-            id: ConnId {
-                skaddr,
-                generation: skaddr,
-            },
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            direction: if steps[0].0 == Listen {
-                Direction::Passive
-            } else {
-                Direction::Active
-            },
-            owner: None,
-            steps: steps
-                .iter()
-                .map(|&(state, ms)| Step {
-                    state,
-                    entered_ns: ms * 1_000_000,
-                })
-                .collect(),
-            marks: vec![],
-            retransmits: 0,
-            seen_since_start: false,
-            vanished: false,
-            illegal: vec![],
-            last_activity_ns: 0,
-        }
+        crate::testing::connection_through(skaddr, (local, remote), steps, 1_000_000)
     }
 
     fn pair() -> (Connection, Connection) {

@@ -14,8 +14,16 @@ const PORT_PROMETHEUS: u16 = 24003;
 const PORT_WATCH: u16 = 24004;
 const WAIT: Duration = Duration::from_secs(20);
 
-fn port_filter(port: u16) -> String {
-    port.to_string()
+/// `tcptrace serve` for the leak tests: traffic on `port` only, a 1 s threshold.
+fn serve_for_leaks(port: u16) -> Serve {
+    Serve::start(&[
+        "-P",
+        &port.to_string(),
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "200ms",
+    ])
 }
 
 /// `/api/leaks` once it lists `n` stuck sockets, all with a known owner.
@@ -34,14 +42,7 @@ fn a_close_wait_leak_is_reported_with_the_servers_pid() {
         return;
     }
     const N: u64 = 4;
-    let serve = Serve::start(&[
-        "-P",
-        &port_filter(PORT_LEAK),
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "200ms",
-    ]);
+    let serve = serve_for_leaks(PORT_LEAK);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_LEAK));
     let listener = listen(server_addr);
     let mut held = close_wait_sockets(&listener, N as usize);
@@ -135,14 +136,7 @@ fn leaks_older_than_tcptrace_are_flagged_at_least_since_start() {
     const N: u64 = 2;
     let listener = listen(SocketAddr::from(([127, 0, 0, 1], PORT_SEEDED_LEAK)));
     let _held = close_wait_sockets(&listener, N as usize);
-    let serve = Serve::start(&[
-        "-P",
-        &port_filter(PORT_SEEDED_LEAK),
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "200ms",
-    ]);
+    let serve = serve_for_leaks(PORT_SEEDED_LEAK);
     let leaks = leaks_with_owners(&serve, N);
     for leak in leaks["close_wait"]["leaks"].as_array().unwrap() {
         assert_eq!(leak["age_is_lower_bound"], true, "{leak}");
@@ -158,7 +152,7 @@ fn time_wait_metrics_toward_one_destination_equal_what_ss_counts() {
     }
     const M: usize = 25;
     let port = time_wait_port(25000);
-    let serve = Serve::start(&["-P", &port_filter(port), "--reconcile-interval", "200ms"]);
+    let serve = Serve::start(&["-P", &port.to_string(), "--reconcile-interval", "200ms"]);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = listen(server_addr);
     time_wait_sockets(&listener, M);
@@ -205,14 +199,7 @@ fn a_real_prometheus_scrapes_the_leak_count() {
         return;
     }
     const N: u64 = 3;
-    let serve = Serve::start(&[
-        "-P",
-        &port_filter(PORT_PROMETHEUS),
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "200ms",
-    ]);
+    let serve = serve_for_leaks(PORT_PROMETHEUS);
     let listener = listen(SocketAddr::from(([127, 0, 0, 1], PORT_PROMETHEUS)));
     let _held = close_wait_sockets(&listener, N as usize);
     leaks_with_owners(&serve, N);
@@ -245,7 +232,7 @@ fn watch_with_listen_prints_and_serves_at_once() {
     if !root_or_skip() {
         return;
     }
-    let watch = Serve::run("watch", &["-P", &port_filter(PORT_WATCH), "--json"]);
+    let watch = Serve::run("watch", &["-P", &PORT_WATCH.to_string(), "--json"]);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_WATCH));
     let listener = listen(server_addr);
     drop(close_wait_sockets(&listener, 1));

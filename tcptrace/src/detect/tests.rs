@@ -11,7 +11,7 @@ use crate::{
     diag::{owners::ProcessOwner, DiagSocket},
     event::Comm,
     state::TcpState::{self, *},
-    tracker::{ConnId, Connection, Direction, Owner, Step, TimeWaitLevel},
+    tracker::{Connection, Owner, TimeWaitLevel},
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -20,30 +20,8 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
-fn conn(generation: u64, local: &str, remote: &str, steps: &[(TcpState, u64)]) -> Connection {
-    Connection {
-        id: ConnId {
-            skaddr: generation,
-            generation,
-        },
-        local: addr(local),
-        remote: addr(remote),
-        direction: Direction::Passive,
-        owner: None,
-        steps: steps
-            .iter()
-            .map(|&(state, s)| Step {
-                state,
-                entered_ns: s * SECOND,
-            })
-            .collect(),
-        marks: vec![],
-        retransmits: 0,
-        seen_since_start: false,
-        vanished: false,
-        illegal: vec![],
-        last_activity_ns: steps.last().unwrap().1 * SECOND,
-    }
+fn conn(id: u64, local: &str, remote: &str, steps: &[(TcpState, u64)]) -> Connection {
+    crate::testing::connection_through(id, (local, remote), steps, SECOND)
 }
 
 fn socket(state: TcpState, local: &str, remote: &str, inode: u32, recv_queue: u32) -> DiagSocket {
