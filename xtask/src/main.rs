@@ -1,5 +1,7 @@
 //! Project chores: toolchain set-up, the test run CI uses, running the daemon.
 
+mod bench;
+mod churn;
 mod cmd;
 mod setup;
 
@@ -34,6 +36,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, then measure tcptrace against no tracer and bpftrace on the same
+    /// connection churn, and its userspace capacity; writes BENCHMARKS.md. Root.
+    Bench(bench::BenchArgs),
+    /// Make connection churn on loopback (the benchmark's load) and print what it did
+    /// as JSON.
+    Churn(churn::ChurnArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +49,12 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test { args } => setup::run().and_then(|()| test(&args)),
         Command::Run { args } => setup::run().and_then(|()| run(&args)),
+        // Inside the namespace the set-up already ran.
+        Command::Bench(args) if args.inside.is_some() => bench::run(&args),
+        Command::Bench(args) => setup::run().and_then(|()| bench::run(&args)),
+        Command::Churn(args) => churn::run(&args).map(|report| {
+            println!("{}", serde_json::to_string(&report).expect("plain data"));
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,8 +13,17 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests use: `nft` drops packets, `ethtool` turns GSO/TSO off,
 /// `ip` makes namespaces and veths, `ss`/`nstat` give the kernel's own counts,
 /// `prometheus` scrapes the daemon and brings `promtool` (rules, metrics lint),
-/// `systemd-analyze` checks the unit file.
-const DEBIAN_PACKAGES: &[&str] = &["nftables", "ethtool", "iproute2", "prometheus", "systemd"];
+/// `systemd-analyze` checks the unit file; `bpftool` lists programs (run time per
+/// program in the benchmark) and `bpftrace` is the benchmark's peer.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "nftables",
+    "ethtool",
+    "iproute2",
+    "prometheus",
+    "systemd",
+    "bpftool",
+    "bpftrace",
+];
 
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;

@@ -80,6 +80,15 @@ pub struct ProbeConfig {
 /// 4 MiB: about 40k events, over 100 ms of peak loopback churn.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
 
+impl ProbeConfig {
+    /// The eBPF global `WAKEUP_BYTES`: the kernel wakes the reader once an eighth of
+    /// the ring buffer waits, which leaves room for the several milliseconds a woken
+    /// reader may take to run; below that, the reader's drain timer collects events.
+    pub fn wakeup_bytes(&self) -> u64 {
+        u64::from(self.ring_buffer_bytes / 8)
+    }
+}
+
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {

@@ -127,6 +127,7 @@ impl Probe {
             .override_global("FILTER_PORTS", &ports, true)
             .override_global("FILTER_PORT_COUNT", &port_count, true)
             .override_global("FILTER_FAMILY", &family, true)
+            .override_global("WAKEUP_BYTES", &config.wakeup_bytes(), true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(OBJECT)?;
 

@@ -1,10 +1,7 @@
 //! The bounded ring of finished timelines, indexed by id and by 4-tuple so that
 //! pairing and printing do not scan it.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-};
+use std::{collections::VecDeque, net::SocketAddr};
 
 use super::connection::{ConnId, Connection};
 
@@ -15,10 +12,10 @@ pub(super) struct FinishedRing {
     capacity: usize,
     /// Sequence number of `entries[0]`; entry `i` has `first_seq + i`.
     first_seq: u64,
-    by_id: HashMap<ConnId, u64>,
+    by_id: super::Map<ConnId, u64>,
     /// The latest finished connection with each 4-tuple (tuples recur across
     /// generations: a port is reused after TIME_WAIT).
-    by_tuple: HashMap<Tuple, u64>,
+    by_tuple: super::Map<Tuple, u64>,
 }
 
 impl FinishedRing {
@@ -27,8 +24,8 @@ impl FinishedRing {
             entries: VecDeque::with_capacity(capacity.min(4096)),
             capacity,
             first_seq: 0,
-            by_id: HashMap::new(),
-            by_tuple: HashMap::new(),
+            by_id: Default::default(),
+            by_tuple: Default::default(),
         }
     }
 

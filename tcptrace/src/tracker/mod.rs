@@ -14,6 +14,11 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+/// The tracker's maps: foldhash, seeded per process (fast on the per-event path, and
+/// no fixed collisions for a remote peer to aim at), instead of std's SipHash.
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step};
 pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, Lifecycle};
 pub use reconcile::{ReconcileReport, TimeWaitLevel};

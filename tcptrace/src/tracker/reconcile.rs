@@ -1,10 +1,7 @@
 //! Seeding from and reconciling with sock_diag: the kernel's list of sockets is the
 //! truth for what exists; the event stream only for what happened.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    net::SocketAddr,
-};
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::Serialize;
 
@@ -96,7 +93,7 @@ impl Tracker {
         now_ns: u64,
     ) -> ReconcileReport {
         self.time_wait = TimeWaitLevel::from_sockets(sockets);
-        let present: HashSet<(SocketAddr, SocketAddr)> = sockets
+        let present: super::Set<(SocketAddr, SocketAddr)> = sockets
             .iter()
             .filter(|s| is_connection(s))
             .map(DiagSocket::tuple)
@@ -130,7 +127,7 @@ impl Tracker {
             self.retire(conn);
         }
 
-        let known: HashSet<(SocketAddr, SocketAddr)> = self
+        let known: super::Set<(SocketAddr, SocketAddr)> = self
             .live()
             .map(Connection::tuple)
             .chain(

@@ -1,0 +1,198 @@
+//! Capacity figures that are sizes or one-off times rather than throughput: memory per
+//! tracked connection (counted by the allocator, and as resident memory), the `/metrics`
+//! render time with a full table, and sock_diag dump + reconcile time with many
+//! TIME_WAIT sockets (`--time-wait N`: makes N real ones; root, inside a throwaway
+//! network namespace). Prints one JSON object per line.
+
+mod synthetic;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use tcptrace::{
+    clock::monotonic_now_ns,
+    decode::decode,
+    diag::dump_tcp,
+    metrics::{EventRecorder, Metrics},
+    probe::KernelCounters,
+    state::TcpState,
+    tracker::Tracker,
+};
+
+/// The system allocator, counting the bytes live.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Relaxed);
+        // SAFETY: the caller's layout, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: the caller's pointer and layout, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Relaxed);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: the caller's arguments, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// A table holding `n` ESTABLISHED connections, from their events.
+fn filled(n: u64) -> Tracker {
+    let records = synthetic::established(n);
+    let mut tracker = Tracker::new(n as usize + 1, 16);
+    for record in &records {
+        tracker.apply(&decode(record).expect("valid records"));
+    }
+    tracker
+}
+
+fn memory(n: u64) {
+    let records = synthetic::established(n);
+    let (live, resident) = (LIVE.load(Relaxed), resident_bytes());
+    let mut tracker = Tracker::new(n as usize + 1, 16);
+    for record in &records {
+        tracker.apply(&decode(record).expect("valid records"));
+    }
+    let allocated = LIVE.load(Relaxed) - live;
+    let grown = resident_bytes().saturating_sub(resident);
+    assert_eq!(tracker.live_count() as u64, n);
+    println!(
+        "{}",
+        json!({
+            "measure": "memory",
+            "connections": n,
+            "allocated_bytes_per_connection": allocated as f64 / n as f64,
+            "resident_bytes_per_connection": grown as f64 / n as f64,
+        })
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn render(n: u64) {
+    let tracker = filled(n);
+    let metrics = Arc::new(Metrics::new().expect("metrics register"));
+    let recorder = EventRecorder::new(Arc::clone(&metrics));
+    let times: Vec<f64> = (0..21)
+        .map(|_| {
+            let started = Instant::now();
+            recorder.record_table(&tracker, KernelCounters::default(), 0);
+            let text = metrics.render();
+            std::hint::black_box(text);
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "measure": "metrics_render",
+            "connections": n,
+            "milliseconds": median(times),
+        })
+    );
+}
+
+/// Leaves `n` client sockets in TIME_WAIT, spread over several listeners so that no
+/// (address, port) pair runs out of ports.
+fn make_time_wait(n: u64) -> Vec<TcpListener> {
+    // Each connection must leave its own TIME_WAIT socket: no reuse while we build.
+    let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0");
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535");
+    let _ = std::fs::write("/proc/sys/net/ipv4/tcp_max_tw_buckets", "2000000");
+    let listeners: Vec<TcpListener> = (0..4)
+        .map(|i| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 30000 + i))).unwrap())
+        .collect();
+    let per_listener = n.div_ceil(listeners.len() as u64);
+    std::thread::scope(|scope| {
+        for listener in &listeners {
+            scope.spawn(move || {
+                let addr = listener.local_addr().unwrap();
+                for _ in 0..per_listener {
+                    let client = TcpStream::connect(addr).unwrap();
+                    let (server, _) = listener.accept().unwrap();
+                    drop(client); // the client closes first: it keeps the TIME_WAIT
+                    drop(server);
+                }
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    listeners
+}
+
+fn reconcile(n: u64) {
+    let _listeners = make_time_wait(n);
+    let mut tracker = Tracker::new(65_536, 16);
+    let mut dumps = Vec::new();
+    let mut reconciles = Vec::new();
+    let mut found = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let sockets = dump_tcp(&TcpState::ALL).expect("sock_diag dump");
+        dumps.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        tracker.reconcile(&sockets, monotonic_now_ns(), monotonic_now_ns());
+        reconciles.push(started.elapsed().as_secs_f64() * 1e3);
+        found = tracker.time_wait().total;
+    }
+    println!(
+        "{}",
+        json!({
+            "measure": "reconcile",
+            "time_wait_sockets": found,
+            "dump_milliseconds": median(dumps),
+            "reconcile_milliseconds": median(reconciles),
+        })
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let time_wait = args
+        .iter()
+        .position(|a| a == "--time-wait")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
+    for n in [100_000, 1_000_000] {
+        memory(n);
+    }
+    render(100_000);
+    if let Some(n) = time_wait {
+        reconcile(n);
+    }
+}

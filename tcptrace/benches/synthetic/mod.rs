@@ -1,0 +1,101 @@
+//! A synthetic ring-buffer stream shaped like the churn benchmark's load: each
+//! connection is a client (5 state changes) and a server child (5), with `concurrency`
+//! connections under way at once, as raw records the decoder reads.
+#![allow(
+    dead_code,
+    reason = "each bench binary uses a different part of this module"
+)]
+
+use tcptrace_common::{kind, Event, AF_INET, EVENT_SIZE};
+
+/// Kernel state numbers (include/net/tcp_states.h).
+const ESTABLISHED: u8 = 1;
+const SYN_SENT: u8 = 2;
+const SYN_RECV: u8 = 3;
+const FIN_WAIT1: u8 = 4;
+const FIN_WAIT2: u8 = 5;
+const CLOSE: u8 = 7;
+const CLOSE_WAIT: u8 = 8;
+const LAST_ACK: u8 = 9;
+const LISTEN: u8 = 10;
+
+const CLIENT: [(u8, u8); 5] = [
+    (CLOSE, SYN_SENT),
+    (SYN_SENT, ESTABLISHED),
+    (ESTABLISHED, FIN_WAIT1),
+    (FIN_WAIT1, FIN_WAIT2),
+    (FIN_WAIT2, CLOSE),
+];
+const SERVER: [(u8, u8); 5] = [
+    (LISTEN, SYN_RECV),
+    (SYN_RECV, ESTABLISHED),
+    (ESTABLISHED, CLOSE_WAIT),
+    (CLOSE_WAIT, LAST_ACK),
+    (LAST_ACK, CLOSE),
+];
+
+fn record(ts_ns: u64, skaddr: u64, (old, new): (u8, u8), (sport, dport): (u16, u16)) -> Vec<u8> {
+    let mut raw = Event {
+        ts_ns,
+        skaddr,
+        cgroup_id: 1,
+        tgid: 1000,
+        tid: 1000,
+        family: AF_INET,
+        kind: kind::STATE_CHANGE,
+        old_state: old,
+        new_state: new,
+        sport,
+        dport,
+        ..Event::ZERO
+    };
+    raw.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    raw.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    raw.comm[..5].copy_from_slice(b"churn");
+    // SAFETY: `Event` is plain data without implicit padding (size asserted).
+    unsafe { std::slice::from_raw_parts((&raw as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+}
+
+/// 10 records per connection, `connections` of them, `concurrency` at a time.
+pub fn churn(connections: u64, concurrency: u64) -> Vec<Vec<u8>> {
+    let mut records = Vec::with_capacity(connections as usize * 10);
+    let mut ts = 1_000_000_000u64;
+    for wave in 0..connections.div_ceil(concurrency) {
+        let first = wave * concurrency;
+        let ids: Vec<u64> = (first..(first + concurrency).min(connections)).collect();
+        for step in 0..5 {
+            for &id in &ids {
+                // Kernel addresses are reused across waves, as slabs reuse sockets.
+                let slot = id % concurrency;
+                let client_port = 1024 + (id % 60000) as u16;
+                ts += 1_000;
+                records.push(record(
+                    ts,
+                    0x1000 + slot * 2,
+                    CLIENT[step],
+                    (client_port, 8080),
+                ));
+                records.push(record(
+                    ts,
+                    0x1001 + slot * 2,
+                    SERVER[step],
+                    (8080, client_port),
+                ));
+            }
+        }
+    }
+    records
+}
+
+/// One ESTABLISHED connection per id: CLOSE→SYN_SENT, SYN_SENT→ESTABLISHED.
+pub fn established(connections: u64) -> Vec<Vec<u8>> {
+    (0..connections)
+        .flat_map(|id| {
+            let port = (1024 + id % 60000) as u16;
+            let remote = 1 + (id / 60000) as u16;
+            CLIENT[..2]
+                .iter()
+                .map(move |&step| record(1_000 + id, 0x10_0000 + id * 8, step, (port, remote)))
+        })
+        .collect()
+}

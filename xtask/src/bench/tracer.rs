@@ -1,0 +1,260 @@
+//! The tracers compared, started and stopped around each churn run, and what each one
+//! reports: events delivered, events lost, its own CPU time, its kernel programs.
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tracer {
+    /// No tracer: the baseline.
+    None,
+    /// `tcptrace serve` with everything on: timelines, detectors, metrics.
+    Tcptrace,
+    /// bpftrace counting matching events into a map: the cheapest possible peer.
+    BpftraceCount,
+    /// bpftrace printing every event, as tcpstates-like tools do.
+    BpftracePrint,
+}
+
+impl Tracer {
+    pub const ALL: [Tracer; 4] = [
+        Tracer::None,
+        Tracer::Tcptrace,
+        Tracer::BpftraceCount,
+        Tracer::BpftracePrint,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Tracer::None => "no tracer (baseline)",
+            Tracer::Tcptrace => "tcptrace serve",
+            Tracer::BpftraceCount => "bpftrace, count in a map",
+            Tracer::BpftracePrint => "bpftrace, print each event",
+        }
+    }
+
+    pub fn is_bpftrace(self) -> bool {
+        matches!(self, Tracer::BpftraceCount | Tracer::BpftracePrint)
+    }
+}
+
+/// What one tracer run measured.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TracerReport {
+    pub events: u64,
+    pub lost: u64,
+    /// The tracer process's user + system time during the churn, in seconds.
+    pub cpu_seconds: f64,
+    /// Its kernel programs' total run time and runs (kernel.bpf_stats_enabled).
+    pub kernel_run_ns: u64,
+    pub kernel_runs: u64,
+}
+
+pub struct Running {
+    tracer: Tracer,
+    child: Child,
+    output: mpsc::Receiver<String>,
+    http: Option<SocketAddr>,
+    programs: Vec<u32>,
+    cpu_at_start: f64,
+}
+
+/// Lines from a child's pipe, through a channel.
+fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(
+    output: &mpsc::Receiver<String>,
+    what: &str,
+    found: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = output
+            .recv_timeout(left)
+            .with_context(|| format!("waiting for {what}"))?;
+        if found(&line) {
+            return Ok(line);
+        }
+    }
+}
+
+/// utime + stime of `pid` (all its threads), in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised comm, which may contain spaces.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / per_second)
+}
+
+fn bpftrace_script(tracer: Tracer, port: u16) -> String {
+    let filter =
+        format!("/args->protocol == 6 && (args->sport == {port} || args->dport == {port})/");
+    let action = match tracer {
+        Tracer::BpftraceCount => "@events = count();".to_owned(),
+        _ => "printf(\"%d %s %d %d %d %d\\n\", pid, comm, args->sport, args->dport, \
+              args->oldstate, args->newstate);"
+            .to_owned(),
+    };
+    format!("tracepoint:sock:inet_sock_set_state {filter} {{ {action} }}")
+}
+
+pub fn start(
+    tracer: Tracer,
+    tcptrace: &Path,
+    port: u16,
+    before: &HashSet<u32>,
+) -> anyhow::Result<Option<Running>> {
+    let (child, output, http) = match tracer {
+        Tracer::None => return Ok(None),
+        Tracer::Tcptrace => {
+            let mut child = Command::new(tcptrace)
+                .args(["serve", "--listen", "127.0.0.1:0", "-P", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {}", tcptrace.display()))?;
+            let output = lines(child.stderr.take().unwrap());
+            let line = wait_for_line(&output, "tcptrace to serve", |l| {
+                l.contains("serving http://")
+            })?;
+            let addr = line
+                .split("serving http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .context("tcptrace's address")?;
+            (child, output, Some(addr))
+        }
+        _ => {
+            let mut child = Command::new("bpftrace")
+                .args(["-e", &bpftrace_script(tracer, port)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace (Debian package `bpftrace`)")?;
+            let output = lines(child.stdout.take().unwrap());
+            wait_for_line(&output, "bpftrace to attach", |l| {
+                l.starts_with("Attaching")
+            })?;
+            (child, output, None)
+        }
+    };
+    // Attached once the programs are listed (bpftrace says "Attaching" before it does).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let programs = loop {
+        let new: Vec<u32> = super::kernel::program_ids()?
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        if !new.is_empty() || Instant::now() > deadline {
+            break new;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu_at_start = cpu_seconds(child.id())?;
+    Ok(Some(Running {
+        tracer,
+        child,
+        output,
+        http,
+        programs,
+        cpu_at_start,
+    }))
+}
+
+/// GET over a fresh connection; the body of a 200 answer.
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("not HTTP")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+fn metric(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// After the churn: reads what the tracer counted, then stops it.
+pub fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
+    let pid = running.child.id();
+    // Let the tracer drain its buffers.
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu_seconds = cpu_seconds(pid)? - running.cpu_at_start;
+    let (kernel_run_ns, kernel_runs) = super::kernel::program_stats(&running.programs)?;
+    let mut report = TracerReport {
+        cpu_seconds,
+        kernel_run_ns,
+        kernel_runs,
+        ..TracerReport::default()
+    };
+    if let Some(addr) = running.http {
+        let text = http_get(addr, "/metrics")?;
+        report.events = metric(&text, "tcptrace_events_total{kind=\"state_change\"}");
+        report.lost = metric(&text, "tcptrace_events_lost_total");
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let status = running.child.wait()?;
+    if !status.success() && running.tracer == Tracer::Tcptrace {
+        bail!("tcptrace exited with {status}");
+    }
+    if running.tracer.is_bpftrace() {
+        for line in running.output.iter() {
+            if let Some(count) = line.strip_prefix("@events: ") {
+                // Printed twice at exit (END, then the map dump): take the first.
+                if report.events == 0 {
+                    report.events = count.trim().parse().unwrap_or(0);
+                }
+            } else if let Some(lost) = line
+                .strip_prefix("Lost ")
+                .and_then(|l| l.strip_suffix(" events"))
+            {
+                report.lost += lost.trim().parse::<u64>().unwrap_or(0);
+            } else if running.tracer == Tracer::BpftracePrint
+                && line.split_whitespace().count() == 6
+            {
+                report.events += 1;
+            }
+        }
+    }
+    Ok(report)
+}
