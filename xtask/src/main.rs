@@ -78,7 +78,12 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .context("clippy found problems")?;
     let mut test_args = vec!["test", "--all-targets"];
     test_args.extend(args.iter().map(String::as_str));
-    cmd::cargo(&test_args).context("tests failed")
+    cmd::cargo(&test_args).context("tests failed")?;
+    if cmd::is_root() && args.is_empty() {
+        // The benchmark's own machinery, end to end, on a few hundred connections.
+        bench::run(&bench::BenchArgs::smoke()).context("the benchmark smoke run failed")?;
+    }
+    Ok(())
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {

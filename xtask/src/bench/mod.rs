@@ -58,6 +58,23 @@ pub struct BenchArgs {
     pub inside: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// What `cargo xtask bench --smoke` runs.
+    pub fn smoke() -> BenchArgs {
+        BenchArgs {
+            reps: 1,
+            duration: Duration::from_secs(20),
+            clients: 2,
+            servers: 2,
+            rate: 0,
+            out: PathBuf::new(),
+            smoke: true,
+            no_capacity: true,
+            inside: None,
+        }
+    }
+}
+
 /// The churn's server port inside the namespace.
 const PORT: u16 = 31998;
 /// Connections in a smoke run.

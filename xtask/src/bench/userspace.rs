@@ -89,7 +89,7 @@ pub fn run() -> anyhow::Result<Capacity> {
     let netns = Netns::create("capacity")?;
     let out = Command::new("ip")
         .args(["netns", "exec", &netns.name, &executable])
-        .args(["--time-wait", &TIME_WAIT_SOCKETS.to_string()])
+        .args(["--bench", "--time-wait", &TIME_WAIT_SOCKETS.to_string()])
         .output()
         .context("running the capacity benchmark")?;
     drop(netns);
