@@ -66,6 +66,7 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 
 /// 200 while the loop that reads the kernel's events runs.
 async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
+    crate::fault::maybe_panic(crate::fault::Point::Http);
     if state.queries.is_closed() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopped\n")
     } else {

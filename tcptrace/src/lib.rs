@@ -12,6 +12,7 @@ pub mod decode;
 pub mod detect;
 pub mod diag;
 pub mod event;
+pub mod fault;
 pub mod filter;
 pub mod http;
 pub mod metrics;

@@ -14,10 +14,26 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// EX_SOFTWARE (sysexits.h): an internal error.
+const PANIC_EXIT: i32 = 70;
+
+/// A panic in any thread ends the process with a non-zero status: a daemon with a dead
+/// worker would otherwise keep running half-blind, or hang at shutdown. Exiting closes
+/// every descriptor, and with them the kernel detaches the programs and frees the maps.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("tcptrace: internal error (a thread panicked); exiting");
+        std::process::exit(PANIC_EXIT);
+    }));
+}
+
 fn main() -> ExitCode {
     // clap prints its own message and exits with 2 on bad arguments.
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    exit_on_panic();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -179,6 +179,7 @@ impl Engine {
     /// Once a second: levels and counters into the metrics; a warning when the kernel
     /// dropped events.
     pub fn tick(&mut self, kernel: KernelCounters, decode_errors: u64) {
+        crate::fault::maybe_panic(crate::fault::Point::Engine);
         self.recorder
             .record_table(&self.tracker, kernel, decode_errors);
         let (warned_at_total, last) = self.lost_warned;

@@ -214,7 +214,7 @@ impl Metrics {
                 "Transitions the RFC 793 state machine does not allow.",
             )))?,
             reconcile_corrections: register(&r, IntCounterVec::new(
-                opts("tcptrace_reconcile_corrections_total", "Corrections the sock_diag reconcile made: closed (gone from the kernel), added (unknown to tcptrace)."),
+                opts("tcptrace_reconcile_corrections_total", "Corrections the sock_diag reconcile made: closed (gone from the kernel), added (unknown to tcptrace), state (tracked in another state than the kernel's)."),
                 &["kind"],
             ))?,
             reconcile_seconds: register(&r, Histogram::with_opts(histogram(

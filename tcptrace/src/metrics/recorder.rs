@@ -179,6 +179,10 @@ impl EventRecorder {
             &m.reconcile_corrections.with_label_values(&["added"]),
             stats.reconcile_added,
         );
+        catch_up(
+            &m.reconcile_corrections.with_label_values(&["state"]),
+            stats.reconcile_state_fixed,
+        );
         // Connections a reconcile found gone ended without an event to count them.
         catch_up(
             &m.closed.with_label_values(&[CloseKind::Vanished.label()]),

@@ -51,6 +51,8 @@ pub struct ReconcileReport {
     pub closed: u64,
     /// Kernel sockets no event had shown.
     pub added: u64,
+    /// Connections whose tracked state was not the kernel's.
+    pub state_fixed: u64,
     pub time_wait: u64,
 }
 
@@ -67,6 +69,7 @@ impl Tracker {
         let report = self.compare(sockets, now_ns, now_ns);
         self.stats.seeded += report.added;
         self.stats.reconcile_closed += report.closed;
+        self.stats.reconcile_state_fixed += report.state_fixed;
         report
     }
 
@@ -83,6 +86,7 @@ impl Tracker {
         let report = self.compare(sockets, dump_started_ns, now_ns);
         self.stats.reconcile_added += report.added;
         self.stats.reconcile_closed += report.closed;
+        self.stats.reconcile_state_fixed += report.state_fixed;
         report
     }
 
@@ -93,13 +97,14 @@ impl Tracker {
         now_ns: u64,
     ) -> ReconcileReport {
         self.time_wait = TimeWaitLevel::from_sockets(sockets);
-        let present: super::Set<(SocketAddr, SocketAddr)> = sockets
+        let present: super::Map<(SocketAddr, SocketAddr), TcpState> = sockets
             .iter()
             .filter(|s| is_connection(s))
-            .map(DiagSocket::tuple)
+            .map(|s| (s.tuple(), s.state))
             .collect();
-        let stale =
-            |c: &Connection| c.last_activity_ns < dump_started_ns && !present.contains(&c.tuple());
+        let stale = |c: &Connection| {
+            c.last_activity_ns < dump_started_ns && !present.contains_key(&c.tuple())
+        };
         let gone_bound: Vec<u64> = self
             .bound()
             .filter(|c| stale(c))
@@ -119,8 +124,19 @@ impl Tracker {
         let mut report = ReconcileReport {
             time_wait: self.time_wait.total,
             closed: vanished.len() as u64,
-            added: 0,
+            ..ReconcileReport::default()
         };
+        // A lost transition leaves a connection in a state the kernel left: take the
+        // kernel's (a missed →CLOSE_WAIT would otherwise hide a leak for good).
+        for conn in self.live_mut() {
+            let kernel_state = present.get(&conn.tuple()).copied();
+            if let Some(state) = kernel_state
+                .filter(|s| *s != conn.state() && conn.last_activity_ns < dump_started_ns)
+            {
+                conn.push_step(state, now_ns);
+                report.state_fixed += 1;
+            }
+        }
         for mut conn in vanished {
             conn.vanished = true;
             conn.push_step(TcpState::Close, now_ns);

@@ -41,6 +41,9 @@ pub struct TrackerStats {
     pub reconcile_closed: u64,
     /// Sockets a reconcile found that no event had shown (their opening was lost).
     pub reconcile_added: u64,
+    /// Connections a reconcile found in another state than tracked (a transition was
+    /// lost): moved to the kernel's state.
+    pub reconcile_state_fixed: u64,
 }
 
 /// What applying one event did.
@@ -157,6 +160,11 @@ impl Tracker {
     /// Bound live connections, for reconcile's scan.
     pub(super) fn bound(&self) -> impl Iterator<Item = &Connection> {
         self.live.values()
+    }
+
+    /// Every live connection, for reconcile's corrections (which change no key).
+    pub(super) fn live_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+        self.live.values_mut().chain(self.unbound.values_mut())
     }
 
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {

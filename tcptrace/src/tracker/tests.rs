@@ -339,6 +339,29 @@ fn reconcile_closes_what_the_kernel_no_longer_has_and_adds_what_it_has() {
 }
 
 #[test]
+fn reconcile_moves_a_connection_whose_transition_was_lost_to_the_kernels_state() {
+    let mut t = tracker();
+    run(&mut t, &CLIENT_OPEN(1)); // ESTABLISHED at 2 ms
+                                  // ESTABLISHED → CLOSE_WAIT was lost: only the kernel knows.
+    let dump = [diag(CloseWait, CLIENT, SERVER)];
+    let report = t.reconcile(&dump, 100 * MS, 101 * MS);
+    assert_eq!((report.state_fixed, report.closed, report.added), (1, 0, 0));
+    assert_eq!(t.stats().reconcile_state_fixed, 1);
+    let conn = t.live().next().unwrap();
+    assert_eq!(conn.state(), CloseWait);
+    assert_eq!(
+        conn.state_since_ns(),
+        101 * MS,
+        "the age counts from the correction"
+    );
+    // The same dump again changes nothing, and nothing newer than a dump is touched.
+    assert_eq!(t.reconcile(&dump, 200 * MS, 201 * MS).state_fixed, 0);
+    let stale = [diag(Established, CLIENT, SERVER)];
+    assert_eq!(t.reconcile(&stale, 100 * MS, 202 * MS).state_fixed, 0);
+    assert_eq!(t.live().next().unwrap().state(), CloseWait);
+}
+
+#[test]
 fn reconcile_leaves_alone_what_changed_after_the_dump_started() {
     let mut t = tracker();
     run(&mut t, &CLIENT_OPEN(1)); // last activity at 2 ms
@@ -381,6 +404,7 @@ fn seeding_counts_sockets_and_time_wait_exactly() {
         ReconcileReport {
             closed: 0,
             added: 0,
+            state_fixed: 0,
             time_wait: 3
         }
     );

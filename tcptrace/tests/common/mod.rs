@@ -239,3 +239,18 @@ pub fn time_wait_sockets(listener: &TcpListener, n: usize) {
         drop(accepted);
     }
 }
+
+/// The ids of every BPF program loaded in the kernel (`bpftool prog show`).
+pub fn loaded_program_ids() -> std::collections::HashSet<u64> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (Debian package `bpftool`) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let programs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    programs.iter().filter_map(|p| p["id"].as_u64()).collect()
+}

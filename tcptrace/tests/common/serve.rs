@@ -18,6 +18,28 @@ pub struct Process {
 }
 
 impl Process {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Its exit status, once it exits; panics if it is still running after `timeout`
+    /// (the drop then kills it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops it: SIGTERM, then SIGKILL after 5 s. Returns whether it exited with 0.
     pub fn stop(&mut self) -> bool {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -74,9 +96,14 @@ impl Serve {
     }
 
     pub fn run(subcommand: &str, args: &[&str]) -> Serve {
+        Self::run_with_env(subcommand, args, &[])
+    }
+
+    pub fn run_with_env(subcommand: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
             .args([subcommand, "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

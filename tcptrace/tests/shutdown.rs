@@ -1,0 +1,72 @@
+//! Privileged: however the daemon ends (SIGTERM, SIGINT, a panic in the HTTP side or in
+//! the loop that owns the table) it exits promptly, with a status that says which, and
+//! the kernel's program list (bpftool) holds none of its programs afterwards. A restart
+//! right after works. One test, so that no other test's programs come and go meanwhile.
+
+mod common;
+
+use std::{collections::HashSet, time::Duration};
+
+use common::{serve::*, *};
+
+/// tcptrace's five programs.
+const PROGRAMS: usize = 5;
+const EXIT: Duration = Duration::from_secs(10);
+
+/// Starts `serve` and returns it with the ids of the programs it attached.
+fn start(env: &[(&str, &str)]) -> (Serve, HashSet<u64>) {
+    let before = loaded_program_ids();
+    let serve = Serve::run_with_env("serve", &["-P", "26001"], env);
+    let ours: HashSet<u64> = loaded_program_ids().difference(&before).copied().collect();
+    assert_eq!(
+        ours.len(),
+        PROGRAMS,
+        "its programs are in the kernel: {ours:?}"
+    );
+    (serve, ours)
+}
+
+fn assert_detached(ours: &HashSet<u64>, how: &str) {
+    let left: Vec<_> = loaded_program_ids().intersection(ours).copied().collect();
+    assert!(
+        left.is_empty(),
+        "after {how}, programs {left:?} are still loaded"
+    );
+}
+
+#[test]
+fn every_way_out_detaches_every_program() {
+    if !root_or_skip() {
+        return;
+    }
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        // Twice each: the second start comes right after the first exit.
+        for _ in 0..2 {
+            let (mut serve, ours) = start(&[]);
+            serve.process.signal(signal);
+            let status = serve.process.wait_exit(EXIT);
+            assert_eq!(status.code(), Some(0), "{name}");
+            assert_detached(&ours, name);
+        }
+    }
+
+    // A panic on the HTTP side: the first request to /healthz panics.
+    let (mut serve, ours) = start(&[("TCPTRACE_INJECT_PANIC", "http")]);
+    let addr = serve.addr;
+    // The connection dies with the process; the answer does not matter.
+    let _ = std::panic::catch_unwind(|| http_get(addr, "/healthz"));
+    let status = serve.process.wait_exit(EXIT);
+    assert_eq!(status.code(), Some(70), "a panic exits with EX_SOFTWARE");
+    assert_detached(&ours, "a panic in an HTTP handler");
+
+    // A panic in the loop that owns the table (at its first tick, within a second).
+    let (mut serve, ours) = start(&[("TCPTRACE_INJECT_PANIC", "engine")]);
+    let status = serve.process.wait_exit(EXIT);
+    assert_eq!(status.code(), Some(70));
+    assert_detached(&ours, "a panic in the event loop");
+    let log: Vec<String> = serve.log.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("injected panic at engine")),
+        "the panic is reported: {log:?}"
+    );
+}
