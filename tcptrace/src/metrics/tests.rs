@@ -295,3 +295,46 @@ fn endpoint_and_process_labels_stay_capped() {
         Some(0.0)
     );
 }
+
+#[test]
+fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
+    use crate::{
+        detect::{PortRange, TimeWaitReport},
+        diag::DiagSocket,
+        state::TcpState,
+        tracker::{TimeWaitLevel, MAX_TIME_WAIT_REMOTES},
+    };
+    const REMOTES: u32 = 100_000;
+    let sockets: Vec<DiagSocket> = (0..REMOTES)
+        .map(|i| DiagSocket {
+            state: TcpState::TimeWait,
+            local: "10.9.9.9:40000".parse().unwrap(),
+            remote: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 443)),
+            inode: 0,
+            uid: 0,
+            recv_queue: 0,
+            timewait: true,
+        })
+        .collect();
+    let level = TimeWaitLevel::from_sockets(&sockets);
+    assert_eq!(level.by_remote.len(), MAX_TIME_WAIT_REMOTES);
+    assert_eq!(level.other, u64::from(REMOTES) - MAX_TIME_WAIT_REMOTES as u64);
+    let range = PortRange {
+        low: 32768,
+        high: 60999,
+    };
+    let report = LeakReport {
+        time_wait: TimeWaitReport::new(&level, &sockets, range, 10, 0.5),
+        ..LeakReport::default()
+    };
+    let mut recorder = recorder();
+    recorder.record_leaks(&report);
+    let text = recorder.metrics().render();
+    assert_eq!(series(&text, "tcptrace_time_wait_sockets_by_remote"), 11);
+    assert_eq!(series(&text, "tcptrace_ephemeral_port_pressure_ratio"), 10);
+    assert_eq!(
+        sample(&text, "tcptrace_time_wait_sockets_by_remote", "remote=\"other\""),
+        Some(f64::from(REMOTES - 10))
+    );
+    assert_eq!(sample(&text, "tcptrace_time_wait_sockets", ""), Some(f64::from(REMOTES)));
+}

@@ -21,5 +21,5 @@ pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomStat
 
 pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step};
 pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, Lifecycle};
-pub use reconcile::{ReconcileReport, TimeWaitLevel};
+pub use reconcile::{ReconcileReport, TimeWaitLevel, MAX_TIME_WAIT_REMOTES};
 pub use table::{Applied, Listener, Tracker, TrackerStats};

@@ -126,6 +126,13 @@ impl Tracker {
             closed: vanished.len() as u64,
             ..ReconcileReport::default()
         };
+        // A listener whose LISTEN→CLOSE was lost would stay forever.
+        let listening: super::Set<SocketAddr> = sockets
+            .iter()
+            .filter(|s| s.state == TcpState::Listen)
+            .map(|s| s.local)
+            .collect();
+        self.forget_listeners(|l| l.since_ns < dump_started_ns && !listening.contains(&l.local));
         // A lost transition leaves a connection in a state the kernel left: take the
         // kernel's (a missed →CLOSE_WAIT would otherwise hide a leak for good).
         for conn in self.live_mut() {

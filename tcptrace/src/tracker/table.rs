@@ -171,6 +171,19 @@ impl Tracker {
         self.listeners.values()
     }
 
+    /// Drops the listeners `gone` picks; how many.
+    pub(super) fn forget_listeners(&mut self, gone: impl Fn(&Listener) -> bool) -> u64 {
+        let before = self.listeners.len();
+        self.listeners.retain(|_, l| !gone(l));
+        (before - self.listeners.len()) as u64
+    }
+
+    /// Entries in the 4-tuple index: never more than live connections.
+    #[cfg(test)]
+    pub(super) fn tuple_index_len(&self) -> usize {
+        self.live_by_tuple.len()
+    }
+
     pub fn finished(&self) -> impl DoubleEndedIterator<Item = &Connection> {
         self.finished.iter()
     }

@@ -511,3 +511,48 @@ fn partners_are_found_through_the_index_live_and_finished() {
     assert_eq!(newest.id.skaddr, 4);
     assert_eq!(t.partner(&server_conn).unwrap().id, newest.id);
 }
+
+#[test]
+fn a_flood_of_connections_keeps_the_table_and_its_index_at_the_cap() {
+    const CAP: usize = 1000;
+    const FLOOD: u64 = 200_000;
+    let mut t = Tracker::new(CAP, 64);
+    for i in 0..FLOOD {
+        // Distinct sockets and 4-tuples, each left ESTABLISHED.
+        let local = format!("10.{}.{}.{}:{}", i >> 16 & 255, i >> 8 & 255, i & 255, 1024 + i % 60000);
+        for (old, new) in [(Close, SynSent), (SynSent, Established)] {
+            let mut e = client(i + 1, i, old, new);
+            e.local = addr(&local);
+            t.apply(&e);
+        }
+        assert!(t.live_count() <= CAP);
+    }
+    assert!(t.tuple_index_len() <= t.live_count());
+    let stats = t.stats();
+    assert_eq!(stats.opened, FLOOD);
+    assert_eq!(stats.evictions + t.live_count() as u64, FLOOD, "every drop is counted");
+    assert!(t.live_count() > CAP / 2, "evicts a sixteenth at a time, not everything");
+}
+
+#[test]
+fn reconcile_forgets_listeners_whose_close_was_lost() {
+    let mut t = tracker();
+    t.apply(&server(50, 1, Close, Listen));
+    t.apply(&event(
+        51,
+        2,
+        EventKind::StateChange {
+            old: Close,
+            new: Listen,
+        },
+        "127.0.0.1:9090",
+        "0.0.0.0:0",
+        300,
+    ));
+    assert_eq!(t.listeners().count(), 2);
+    // The kernel lists only :8080 as listening now; :9090's LISTEN→CLOSE was lost.
+    let dump = [diag(Listen, SERVER, CLIENT)];
+    t.reconcile(&dump, 10 * MS, 11 * MS);
+    let left: Vec<_> = t.listeners().map(|l| l.local).collect();
+    assert_eq!(left, [addr(SERVER)]);
+}
