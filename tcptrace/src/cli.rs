@@ -30,6 +30,17 @@ pub enum Command {
     /// Run as a daemon: track every connection, flag CLOSE_WAIT leaks and TIME_WAIT
     /// buildup, and serve Prometheus metrics and a JSON API over HTTP.
     Serve(ServeArgs),
+    /// Check, without loading anything, what tracing needs: privileges, tracefs, each
+    /// tracepoint, BTF, ring-buffer support, sock_diag and the listen address. Exits 1
+    /// if anything would stop tcptrace.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// The address `serve --listen` would use.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
 }
 
 /// Where `tcptrace serve` listens unless told otherwise: loopback only.

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod diag;
+pub mod doctor;
 pub mod event;
 pub mod fault;
 pub mod filter;

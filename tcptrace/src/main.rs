@@ -52,6 +52,14 @@ fn main() -> ExitCode {
                 eprintln!("tcptrace: {summary}");
                 anyhow::Ok(())
             }
+            Command::Doctor(args) => {
+                let checks = tcptrace::doctor::run(args.listen);
+                print!("{}", tcptrace::doctor::render(&checks));
+                if !tcptrace::doctor::passed(&checks) {
+                    anyhow::bail!("some checks failed; see above");
+                }
+                anyhow::Ok(())
+            }
             Command::Serve(args) => {
                 let summary = tcptrace::daemon::run(
                     &args.trace,

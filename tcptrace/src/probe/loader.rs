@@ -100,6 +100,12 @@ fn valid_ring_buffer_size(bytes: u32) -> bool {
 }
 
 impl Probe {
+    /// Whether this binary carries the eBPF object (it does not when built with
+    /// `AYA_BUILD_SKIP=1`).
+    pub fn has_object() -> bool {
+        !OBJECT.is_empty()
+    }
+
     /// Loads the programs with `config`'s filters and attaches them. Returns the probe
     /// and the ring buffer to hand to [`super::spawn_reader`].
     pub fn load(config: &ProbeConfig) -> Result<(Probe, RingBuf<MapData>), ProbeError> {

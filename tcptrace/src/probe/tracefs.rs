@@ -30,6 +30,14 @@ fn is_mounted(path: &Path) -> bool {
     path.join("events").is_dir()
 }
 
+/// Where tracefs is mounted, without mounting it.
+pub fn find_mounted() -> Option<PathBuf> {
+    [TRACEFS, DEBUGFS_TRACEFS]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| is_mounted(p))
+}
+
 /// The tracefs mount point, mounting tracefs at `/sys/kernel/tracing` when no mount
 /// exists (as `perf` and bpftrace do).
 pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {

@@ -18,6 +18,15 @@ pub struct Process {
 }
 
 impl Process {
+    pub fn adopt(child: Child, name: &'static str) -> Process {
+        Process { child, name }
+    }
+
+    /// Its stderr, line by line (it must have been spawned with a piped stderr).
+    pub fn stderr_lines(&mut self) -> mpsc::Receiver<String> {
+        lines(self.child.stderr.take().expect("a piped stderr"), self.name)
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };

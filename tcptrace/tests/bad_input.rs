@@ -1,0 +1,133 @@
+//! What an operator gets wrong, and what tcptrace says: each case a clear message and
+//! a non-zero exit (or, for tracefs, a fix tcptrace makes itself). `tcptrace doctor`
+//! reports the same without loading anything. Privileged: the cases are made by
+//! dropping root's capabilities and unmounting tracefs in a private mount namespace.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{serve::*, *};
+
+const TCPTRACE: &str = env!("CARGO_BIN_EXE_tcptrace");
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `tcptrace args…` as the unprivileged user nobody, with no capabilities at all.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(TCPTRACE)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
+#[test]
+fn doctor_passes_here_and_fails_on_a_taken_port() {
+    if !root_or_skip() {
+        return;
+    }
+    let out = Command::new(TCPTRACE).arg("doctor").output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.lines().count() >= 12, "{stdout}");
+    assert!(stdout.lines().all(|l| l.contains("  ok  ")), "{stdout}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(TCPTRACE)
+        .args(["doctor", "--listen", &addr])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let line = stdout.lines().find(|l| l.contains(&addr)).expect("a listen line");
+    assert!(line.contains("FAIL") && line.contains("in use"), "{line}");
+    assert!(stdout.contains("→ pick another address or port"), "{stdout}");
+    assert!(stderr.contains("some checks failed"), "{stderr}");
+}
+
+#[test]
+fn without_privileges_the_missing_capabilities_are_named() {
+    if !root_or_skip() {
+        return;
+    }
+    for command in ["watch", "serve"] {
+        let out = as_nobody(&[command, "--listen", "127.0.0.1:0"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains("missing capabilities CAP_BPF and CAP_PERFMON"), "{stderr}");
+        assert!(stderr.contains("run as root"), "{stderr}");
+    }
+    let out = as_nobody(&["doctor", "--listen", "127.0.0.1:0"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("privileges")).unwrap();
+    assert!(line.contains("FAIL") && line.contains("missing CAP_BPF and CAP_PERFMON"), "{line}");
+}
+
+/// `tcptrace args…` in a private mount namespace where tracefs is not mounted, as root
+/// with the capabilities in `drop` removed.
+fn without_tracefs(drop: &str, args: &str) -> Command {
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
+    command.arg(format!(
+        "umount /sys/kernel/tracing && exec setpriv --bounding-set={drop} --inh-caps=-all \
+         {TCPTRACE} {args}"
+    ));
+    command
+}
+
+#[test]
+fn unmounted_tracefs_is_mounted_or_the_command_to_mount_it_is_given() {
+    if !root_or_skip() {
+        return;
+    }
+    // Root may mount: tcptrace does, and runs (in its own mount namespace: the host's
+    // tracefs is untouched).
+    let mut command = without_tracefs("+all", "serve --listen 127.0.0.1:0 -P 26010");
+    let child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut serve = Process::adopt(child, "tcptrace without tracefs");
+    let log = serve.stderr_lines();
+    let mut lines = Vec::new();
+    let mounted = eventually(std::time::Duration::from_secs(20), "serving", || {
+        lines.extend(log.try_iter());
+        lines.iter().any(|l| l.contains("serving http://")).then(|| lines.clone())
+    });
+    assert!(
+        mounted.iter().any(|l| l.contains("mounted tracefs at /sys/kernel/tracing")),
+        "{mounted:?}"
+    );
+    assert!(serve.stop(), "it ran and stopped cleanly");
+    assert!(
+        std::path::Path::new("/sys/kernel/tracing/events").is_dir(),
+        "the host's tracefs is still mounted"
+    );
+
+    // Without CAP_SYS_ADMIN it cannot mount: it says how.
+    let out = without_tracefs("-sys_admin", "serve --listen 127.0.0.1:0")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("mount -t tracefs tracefs /sys/kernel/tracing"),
+        "{stderr}"
+    );
+    // doctor reports it without mounting anything.
+    let out = without_tracefs("-sys_admin", "doctor --listen 127.0.0.1:0")
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    let line = stdout.lines().find(|l| l.starts_with("tracefs")).unwrap();
+    assert!(line.contains("not mounted"), "{stdout}");
+}
