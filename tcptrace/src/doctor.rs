@@ -110,21 +110,23 @@ fn tracepoints() -> Vec<Check> {
     let mut checks = vec![ok("tracefs", format!("mounted at {}", path.display()))];
     for spec in PROGRAMS {
         let name = format!("tracepoint {}:{}", spec.category, spec.name);
-        checks.push(match tracefs::check_tracepoint(&path, spec.category, spec.name) {
-            Ok(()) => ok(name, "present"),
-            Err(err) if spec.required => not_ok(
-                Outcome::Fail,
-                name,
-                err.to_string(),
-                "tcptrace needs it: use a kernel with CONFIG_TRACEPOINTS, Linux 4.16+",
-            ),
-            Err(err) => not_ok(
-                Outcome::Warn,
-                name,
-                err.to_string(),
-                "tcptrace runs without these events (retransmits or resets go unseen)",
-            ),
-        });
+        checks.push(
+            match tracefs::check_tracepoint(&path, spec.category, spec.name) {
+                Ok(()) => ok(name, "present"),
+                Err(err) if spec.required => not_ok(
+                    Outcome::Fail,
+                    name,
+                    err.to_string(),
+                    "tcptrace needs it: use a kernel with CONFIG_TRACEPOINTS, Linux 4.16+",
+                ),
+                Err(err) => not_ok(
+                    Outcome::Warn,
+                    name,
+                    err.to_string(),
+                    "tcptrace runs without these events (retransmits or resets go unseen)",
+                ),
+            },
+        );
     }
     checks
 }
@@ -246,7 +248,12 @@ mod tests {
         ];
         assert!(passed(&checks));
         let mut failing = checks.clone();
-        failing.push(not_ok(Outcome::Fail, "listen 127.0.0.1:1", "in use", "pick another"));
+        failing.push(not_ok(
+            Outcome::Fail,
+            "listen 127.0.0.1:1",
+            "in use",
+            "pick another",
+        ));
         assert!(!passed(&failing));
         let text = render(&failing);
         assert_eq!(text.lines().count(), 5, "{text}");

@@ -21,7 +21,12 @@ fn text(out: &Output) -> (String, String) {
 /// `tcptrace args…` as the unprivileged user nobody, with no capabilities at all.
 fn as_nobody(args: &[&str]) -> Output {
     Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(TCPTRACE)
         .args(args)
         .output()
@@ -47,9 +52,15 @@ fn doctor_passes_here_and_fails_on_a_taken_port() {
         .unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    let line = stdout.lines().find(|l| l.contains(&addr)).expect("a listen line");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&addr))
+        .expect("a listen line");
     assert!(line.contains("FAIL") && line.contains("in use"), "{line}");
-    assert!(stdout.contains("→ pick another address or port"), "{stdout}");
+    assert!(
+        stdout.contains("→ pick another address or port"),
+        "{stdout}"
+    );
     assert!(stderr.contains("some checks failed"), "{stderr}");
 }
 
@@ -62,14 +73,23 @@ fn without_privileges_the_missing_capabilities_are_named() {
         let out = as_nobody(&[command, "--listen", "127.0.0.1:0"]);
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
-        assert!(stderr.contains("missing capabilities CAP_BPF and CAP_PERFMON"), "{stderr}");
+        assert!(
+            stderr.contains("missing capabilities CAP_BPF and CAP_PERFMON"),
+            "{stderr}"
+        );
         assert!(stderr.contains("run as root"), "{stderr}");
     }
     let out = as_nobody(&["doctor", "--listen", "127.0.0.1:0"]);
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("privileges")).unwrap();
-    assert!(line.contains("FAIL") && line.contains("missing CAP_BPF and CAP_PERFMON"), "{line}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("privileges"))
+        .unwrap();
+    assert!(
+        line.contains("FAIL") && line.contains("missing CAP_BPF and CAP_PERFMON"),
+        "{line}"
+    );
 }
 
 /// `tcptrace args…` in a private mount namespace where tracefs is not mounted, as root
@@ -101,10 +121,15 @@ fn unmounted_tracefs_is_mounted_or_the_command_to_mount_it_is_given() {
     let mut lines = Vec::new();
     let mounted = eventually(std::time::Duration::from_secs(20), "serving", || {
         lines.extend(log.try_iter());
-        lines.iter().any(|l| l.contains("serving http://")).then(|| lines.clone())
+        lines
+            .iter()
+            .any(|l| l.contains("serving http://"))
+            .then(|| lines.clone())
     });
     assert!(
-        mounted.iter().any(|l| l.contains("mounted tracefs at /sys/kernel/tracing")),
+        mounted
+            .iter()
+            .any(|l| l.contains("mounted tracefs at /sys/kernel/tracing")),
         "{mounted:?}"
     );
     assert!(serve.stop(), "it ran and stopped cleanly");

@@ -80,25 +80,33 @@ fn dump_family(
     loop {
         receive.clear();
         let size = socket.recv(&mut receive, 0).map_err(DiagError::Receive)?;
-        let mut offset = 0;
-        while offset < size {
-            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&receive[offset..size])
-                .map_err(|e| DiagError::Decode(e.to_string()))?;
-            let length = message.header.length as usize;
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(err) => {
-                    return Err(DiagError::Kernel(err.to_io()));
-                }
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    out.extend(DiagSocket::from_header(&response.header));
-                }
-                _ => {}
-            }
-            if length == 0 {
-                return Err(DiagError::Decode("zero-length netlink message".into()));
-            }
-            offset += length;
+        if parse_replies(&receive[..size], out)? {
+            return Ok(());
         }
     }
+}
+
+/// Parses one `recv`'s worth of netlink messages into `out`; true once the dump's
+/// NLMSG_DONE is among them. Any bytes at all give an answer or an error, never a
+/// panic or a loop that does not advance.
+pub fn parse_replies(buf: &[u8], out: &mut Vec<DiagSocket>) -> Result<bool, DiagError> {
+    let mut offset = 0;
+    while offset < buf.len() {
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..])
+            .map_err(|e| DiagError::Decode(e.to_string()))?;
+        let length = message.header.length as usize;
+        match message.payload {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(err) => return Err(DiagError::Kernel(err.to_io())),
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                out.extend(DiagSocket::from_header(&response.header));
+            }
+            _ => {}
+        }
+        if length == 0 {
+            return Err(DiagError::Decode("zero-length netlink message".into()));
+        }
+        offset += length;
+    }
+    Ok(false)
 }

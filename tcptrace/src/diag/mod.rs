@@ -9,7 +9,7 @@ pub mod owners;
 
 use std::net::SocketAddr;
 
-pub use dump::{dump_tcp, DiagError};
+pub use dump::{dump_tcp, parse_replies, DiagError};
 use netlink_packet_sock_diag::inet::{InetResponseHeader, Timer};
 
 use crate::state::TcpState;

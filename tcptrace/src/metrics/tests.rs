@@ -318,7 +318,10 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
         .collect();
     let level = TimeWaitLevel::from_sockets(&sockets);
     assert_eq!(level.by_remote.len(), MAX_TIME_WAIT_REMOTES);
-    assert_eq!(level.other, u64::from(REMOTES) - MAX_TIME_WAIT_REMOTES as u64);
+    assert_eq!(
+        level.other,
+        u64::from(REMOTES) - MAX_TIME_WAIT_REMOTES as u64
+    );
     let range = PortRange {
         low: 32768,
         high: 60999,
@@ -333,8 +336,15 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
     assert_eq!(series(&text, "tcptrace_time_wait_sockets_by_remote"), 11);
     assert_eq!(series(&text, "tcptrace_ephemeral_port_pressure_ratio"), 10);
     assert_eq!(
-        sample(&text, "tcptrace_time_wait_sockets_by_remote", "remote=\"other\""),
+        sample(
+            &text,
+            "tcptrace_time_wait_sockets_by_remote",
+            "remote=\"other\""
+        ),
         Some(f64::from(REMOTES - 10))
     );
-    assert_eq!(sample(&text, "tcptrace_time_wait_sockets", ""), Some(f64::from(REMOTES)));
+    assert_eq!(
+        sample(&text, "tcptrace_time_wait_sockets", ""),
+        Some(f64::from(REMOTES))
+    );
 }

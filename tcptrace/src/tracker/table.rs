@@ -294,15 +294,17 @@ impl Tracker {
         if port_learned {
             conn.local = event.local;
         }
+        // Indexed by the connection's own tuple, which `remove_live` will look up.
+        let learned_tuple = port_learned.then(|| conn.tuple());
         if conn.owner.is_none() && event.task_is_owner() {
             conn.owner = Some(Owner::from(event.task));
         }
         conn.push_step(new, ts);
         applied.conn = Some(conn.id);
         applied.owner = conn.owner;
-        if port_learned {
-            self.unbound.remove(&tuple);
-            let key = self.tuple_key(tuple);
+        if let Some(learned) = learned_tuple {
+            self.unbound.remove(&learned);
+            let key = self.tuple_key(learned);
             self.live_by_tuple.insert(key, event.skaddr);
         }
         if new == Close {
@@ -407,20 +409,30 @@ impl Tracker {
     /// costs one O(n) pass per n/16 insertions rather than one per insertion.
     fn evict(&mut self) {
         let batch = (self.max_connections / 16).max(1);
-        let mut by_age: Vec<(u64, SocketAddr, SocketAddr, u64)> = self
-            .live()
-            .map(|c| (c.last_activity_ns, c.local, c.remote, c.id.skaddr))
+        // None: an unbound (sock_diag only) connection, keyed by its tuple.
+        let mut by_age: Vec<(u64, Option<u64>, (SocketAddr, SocketAddr))> = self
+            .live
+            .values()
+            .map(|c| (c.last_activity_ns, Some(c.id.skaddr), c.tuple()))
+            .chain(
+                self.unbound
+                    .values()
+                    .map(|c| (c.last_activity_ns, None, c.tuple())),
+            )
             .collect();
         let batch = batch.min(by_age.len());
         if batch == 0 {
             return;
         }
         by_age.select_nth_unstable(batch - 1);
-        for &(_, local, remote, skaddr) in &by_age[..batch] {
-            if skaddr == 0 {
-                self.unbound.remove(&(local, remote));
-            } else {
-                self.remove_live(skaddr);
+        for &(_, skaddr, tuple) in &by_age[..batch] {
+            match skaddr {
+                Some(skaddr) => {
+                    self.remove_live(skaddr);
+                }
+                None => {
+                    self.unbound.remove(&tuple);
+                }
             }
         }
         self.stats.evictions += batch as u64;

@@ -519,7 +519,13 @@ fn a_flood_of_connections_keeps_the_table_and_its_index_at_the_cap() {
     let mut t = Tracker::new(CAP, 64);
     for i in 0..FLOOD {
         // Distinct sockets and 4-tuples, each left ESTABLISHED.
-        let local = format!("10.{}.{}.{}:{}", i >> 16 & 255, i >> 8 & 255, i & 255, 1024 + i % 60000);
+        let local = format!(
+            "10.{}.{}.{}:{}",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255,
+            1024 + i % 60000
+        );
         for (old, new) in [(Close, SynSent), (SynSent, Established)] {
             let mut e = client(i + 1, i, old, new);
             e.local = addr(&local);
@@ -530,8 +536,15 @@ fn a_flood_of_connections_keeps_the_table_and_its_index_at_the_cap() {
     assert!(t.tuple_index_len() <= t.live_count());
     let stats = t.stats();
     assert_eq!(stats.opened, FLOOD);
-    assert_eq!(stats.evictions + t.live_count() as u64, FLOOD, "every drop is counted");
-    assert!(t.live_count() > CAP / 2, "evicts a sixteenth at a time, not everything");
+    assert_eq!(
+        stats.evictions + t.live_count() as u64,
+        FLOOD,
+        "every drop is counted"
+    );
+    assert!(
+        t.live_count() > CAP / 2,
+        "evicts a sixteenth at a time, not everything"
+    );
 }
 
 #[test]
@@ -555,4 +568,69 @@ fn reconcile_forgets_listeners_whose_close_was_lost() {
     t.reconcile(&dump, 10 * MS, 11 * MS);
     let left: Vec<_> = t.listeners().map(|l| l.local).collect();
     assert_eq!(left, [addr(SERVER)]);
+}
+
+mod fuzz {
+    //! Arbitrary event streams, lost events included: the tracker never panics and its
+    //! table stays consistent and bounded.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_event() -> impl Strategy<Value = TcpEvent> {
+        let state = (1u8..=12).prop_map(|s| TcpState::from_kernel(s).unwrap());
+        let kind = prop_oneof![
+            4 => (state.clone(), state.clone()).prop_map(|(old, new)| EventKind::StateChange { old, new }),
+            1 => (state.clone(), -20i32..1).prop_map(|(state, err)| EventKind::Retransmit { state, err }),
+            1 => Just(EventKind::RetransmitSynack),
+            1 => prop::option::of(state.clone()).prop_map(|state| EventKind::SendReset { state }),
+            1 => prop::option::of(state).prop_map(|state| EventKind::ReceiveReset { state }),
+        ];
+        (0u64..6, 0u64..1000, kind, 0u16..3, 0u16..3, 0u32..3).prop_map(
+            |(sk, ms, kind, local, remote, pid)| {
+                event(
+                    sk,
+                    ms,
+                    kind,
+                    &format!("127.0.0.1:{}", [0, 8080, 40000][usize::from(local)]),
+                    &format!("127.0.0.1:{}", [0, 8080, 40001][usize::from(remote)]),
+                    pid,
+                )
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_event_stream_keeps_the_table_consistent(
+            events in prop::collection::vec(any_event(), 0..200),
+            reconcile_at in 0usize..200,
+        ) {
+            let mut t = Tracker::new(4, 4);
+            for (i, e) in events.iter().enumerate() {
+                let applied = t.apply(e);
+                if applied.finished {
+                    prop_assert!(t.finished_by_id(applied.conn.unwrap()).is_some());
+                }
+                if i == reconcile_at {
+                    let dump = [diag(CloseWait, SERVER, CLIENT), diag(Listen, SERVER, CLIENT)];
+                    t.reconcile(&dump, e.ts_ns, e.ts_ns + 1);
+                }
+                prop_assert!(t.live_count() <= 4);
+                prop_assert!(
+                    t.tuple_index_len() <= t.live_count(),
+                    "{:?}",
+                    events[..=i]
+                        .iter()
+                        .map(|e| (e.skaddr, e.local.port(), e.remote.port(), e.kind))
+                        .collect::<Vec<_>>()
+                );
+                prop_assert!(t.live().all(|c| !c.is_finished()));
+                for conn in t.live() {
+                    let _ = classify(conn);
+                    let _ = t.partner(conn);
+                }
+            }
+        }
+    }
 }
