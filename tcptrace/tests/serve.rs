@@ -275,6 +275,34 @@ fn watch_with_listen_prints_and_serves_at_once() {
 }
 
 #[test]
+fn the_http_side_is_read_only_and_bounded() {
+    if !root_or_skip() {
+        return;
+    }
+    let serve = Serve::start(&["-P", "24005"]);
+    for (request, status) in [
+        ("POST /metrics", 405),
+        ("DELETE /api/connections/1", 405),
+        ("PUT /api/leaks", 405),
+        ("GET /nothing-here", 404),
+        ("GET /api/connections?limit=10001", 400),
+        ("GET /api/connections?limit=0", 400),
+        ("GET /api/connections?port=70000", 400),
+        ("GET /api/connections?state=ESTABLISH", 400),
+        ("GET /api/connections/not-a-number", 400),
+        ("GET /api/leaks?limit=10001", 400),
+        ("GET /api/connections?limit=10000", 200),
+    ] {
+        let (method, path) = request.split_once(' ').unwrap();
+        assert_eq!(
+            http_request(serve.addr, method, path).0,
+            status,
+            "{request}"
+        );
+    }
+}
+
+#[test]
 fn a_taken_listen_port_is_refused_before_anything_starts() {
     // No root needed: the address is bound before the probe loads.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -137,9 +137,15 @@ impl Probe {
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(OBJECT)?;
 
+        let (plan, missing) = attach_plan(&PROGRAMS, |spec| {
+            tracefs::check_tracepoint(&tracefs_path, spec.category, spec.name)
+        })?;
+        for err in missing {
+            log::warn!("{err}; running without those events");
+        }
         let mut attached = Vec::new();
-        for spec in PROGRAMS {
-            match attach(&mut ebpf, &tracefs_path, spec) {
+        for spec in plan {
+            match attach(&mut ebpf, spec) {
                 Ok(()) => attached.push(spec.program),
                 Err(err) if !spec.required => log::warn!(
                     "{}:{} not attached, its events will be missing: {err}",
@@ -198,13 +204,26 @@ impl Probe {
     }
 }
 
-fn attach(
-    ebpf: &mut Ebpf,
-    tracefs_path: &std::path::Path,
-    spec: TracepointSpec,
-) -> Result<(), ProbeError> {
-    tracefs::check_tracepoint(tracefs_path, spec.category, spec.name)
-        .map_err(|e: TracefsError| ProbeError::Tracefs(e))?;
+/// The programs to attach, given which tracepoints this kernel has: a missing optional
+/// one is left out (and returned, to be warned about); a missing required one is an
+/// error that names it.
+pub fn attach_plan(
+    specs: &[TracepointSpec],
+    exists: impl Fn(&TracepointSpec) -> Result<(), TracefsError>,
+) -> Result<(Vec<TracepointSpec>, Vec<TracefsError>), ProbeError> {
+    let mut plan = Vec::new();
+    let mut missing = Vec::new();
+    for spec in specs {
+        match exists(spec) {
+            Ok(()) => plan.push(*spec),
+            Err(err) if !spec.required => missing.push(err),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok((plan, missing))
+}
+
+fn attach(ebpf: &mut Ebpf, spec: TracepointSpec) -> Result<(), ProbeError> {
     let program: &mut TracePoint = ebpf
         .program_mut(spec.program)
         .ok_or(ProbeError::MissingInObject("a tracepoint program"))?
@@ -222,4 +241,64 @@ fn attach(
         .attach(spec.category, spec.name)
         .map_err(program_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory laid out like tracefs, with only these tracepoints.
+    fn fake_tracefs(present: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!(
+            "tcptrace-tracefs-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        for (category, name) in present {
+            let dir = root.join("events").join(category).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("id"), "1234\n").unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn a_kernel_without_an_optional_tracepoint_runs_without_it() {
+        let root = fake_tracefs(&[
+            ("sock", "inet_sock_set_state"),
+            ("tcp", "tcp_retransmit_skb"),
+            ("tcp", "tcp_retransmit_synack"),
+        ]);
+        let (plan, missing) = attach_plan(&PROGRAMS, |s| {
+            tracefs::check_tracepoint(&root, s.category, s.name)
+        })
+        .unwrap();
+        let planned: Vec<_> = plan.iter().map(|s| s.program).collect();
+        assert_eq!(
+            planned,
+            [
+                "inet_sock_set_state",
+                "tcp_retransmit_skb",
+                "tcp_retransmit_synack"
+            ]
+        );
+        let warnings: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("tcp:tcp_send_reset"), "{warnings:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_kernel_without_inet_sock_set_state_is_refused_by_name() {
+        let root = fake_tracefs(&[("tcp", "tcp_retransmit_skb")]);
+        let err = attach_plan(&PROGRAMS, |s| {
+            tracefs::check_tracepoint(&root, s.category, s.name)
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("sock:inet_sock_set_state"), "{message}");
+        assert!(message.contains("Linux 4.16 or later"), "{message}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
