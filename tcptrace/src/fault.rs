@@ -1,6 +1,8 @@
-//! A test hook: `TCPTRACE_INJECT_PANIC=<point>` makes the named part of the daemon panic,
-//! so that the tests can check what a real bug would do (exit non-zero, leave nothing
-//! attached). Unset, it costs one environment lookup per call site at start.
+//! Test hooks: `TCPTRACE_INJECT_PANIC=<point>` makes the named part of the daemon panic,
+//! and `TCPTRACE_INJECT_STALL=engine` makes the loop that owns the table stop answering
+//! for a while, so that the tests can check what a real bug would do (exit non-zero,
+//! leave nothing attached, time requests out). Unset, they cost one environment lookup
+//! each, once.
 
 use std::sync::OnceLock;
 
@@ -18,6 +20,20 @@ fn injected() -> Option<&'static str> {
     POINT
         .get_or_init(|| std::env::var("TCPTRACE_INJECT_PANIC").ok())
         .as_deref()
+}
+
+/// How long an injected stall lasts: longer than the HTTP request timeout.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Blocks the calling thread for [`STALL`] if the environment asks for a stall.
+pub fn maybe_stall() {
+    static STALLING: OnceLock<bool> = OnceLock::new();
+    let stalling = *STALLING.get_or_init(|| {
+        std::env::var("TCPTRACE_INJECT_STALL").is_ok_and(|point| point == "engine")
+    });
+    if stalling {
+        std::thread::sleep(STALL);
+    }
 }
 
 /// Panics if the environment asks for a panic at `point`.

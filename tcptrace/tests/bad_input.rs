@@ -156,3 +156,45 @@ fn unmounted_tracefs_is_mounted_or_the_command_to_mount_it_is_given() {
     let line = stdout.lines().find(|l| l.starts_with("tracefs")).unwrap();
     assert!(line.contains("not mounted"), "{stdout}");
 }
+
+#[test]
+fn a_binary_built_without_the_ebpf_object_refuses_to_start() {
+    // No root needed. A second build of the binary, in its own target directory, with
+    // the eBPF build skipped as `cargo check` users do.
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("aya-build-skip");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "tcptrace",
+            "--bin",
+            "tcptrace",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env("AYA_BUILD_SKIP", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success());
+    let binary = target.join("debug/tcptrace");
+    let out = Command::new(&binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("built with AYA_BUILD_SKIP=1"), "{stderr}");
+    let out = Command::new(&binary)
+        .args(["doctor", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("eBPF object"))
+        .unwrap();
+    assert!(line.contains("FAIL"), "{line}");
+}

@@ -303,6 +303,28 @@ fn the_http_side_is_read_only_and_bounded() {
 }
 
 #[test]
+fn a_request_the_daemon_cannot_answer_times_out() {
+    if !root_or_skip() {
+        return;
+    }
+    // The loop that owns the table stalls for 15 s on its first question.
+    let serve = Serve::run_with_env(
+        "serve",
+        &["-P", "24006"],
+        &[("TCPTRACE_INJECT_STALL", "engine")],
+    );
+    let started = std::time::Instant::now();
+    let (status, _) = serve.get("/api/connections");
+    assert_eq!(status, 408, "answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "the 10 s timeout, not the stall"
+    );
+    // /metrics does not need the loop: it still answers meanwhile.
+    assert_eq!(serve.get("/metrics").0, 200);
+}
+
+#[test]
 fn a_taken_listen_port_is_refused_before_anything_starts() {
     // No root needed: the address is bound before the probe loads.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

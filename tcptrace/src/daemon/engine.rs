@@ -197,6 +197,7 @@ impl Engine {
     }
 
     pub fn answer(&self, query: Query) {
+        crate::fault::maybe_stall();
         api::answer(query, &self.tracker, self.clock, monotonic_now_ns());
     }
 }

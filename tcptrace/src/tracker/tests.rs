@@ -515,7 +515,7 @@ fn partners_are_found_through_the_index_live_and_finished() {
 #[test]
 fn a_flood_of_connections_keeps_the_table_and_its_index_at_the_cap() {
     const CAP: usize = 1000;
-    const FLOOD: u64 = 200_000;
+    const FLOOD: u64 = 2_000_000;
     let mut t = Tracker::new(CAP, 64);
     for i in 0..FLOOD {
         // Distinct sockets and 4-tuples, each left ESTABLISHED.

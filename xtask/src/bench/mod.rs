@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use clap::Parser as _;
 use serde::{Deserialize, Serialize};
 
 use self::tracer::{Tracer, TracerReport};
@@ -52,6 +53,10 @@ pub struct BenchArgs {
     /// for iterating; the report's capacity table is left empty).
     #[arg(long)]
     pub no_capacity: bool,
+    /// Write the report again from the last run's results (target/bench/*.json),
+    /// without measuring: after editing the notes.
+    #[arg(long)]
+    pub report_only: bool,
     /// Internal: this process already runs inside the benchmark's namespace and writes
     /// its samples to this file.
     #[arg(long, hide = true)]
@@ -70,9 +75,17 @@ impl BenchArgs {
             out: PathBuf::new(),
             smoke: true,
             no_capacity: true,
+            report_only: false,
             inside: None,
         }
     }
+}
+
+/// Parses a stored run's flags back.
+#[derive(clap::Parser)]
+struct Stored {
+    #[command(flatten)]
+    args: BenchArgs,
 }
 
 /// The churn's server port inside the namespace.
@@ -98,6 +111,9 @@ impl Sample {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SystemResults {
+    /// The flags of the run, for the report's header.
+    #[serde(default)]
+    pub flags: Vec<String>,
     pub samples: Vec<Sample>,
     /// Tracers left out, and why.
     pub skipped: Vec<String>,
@@ -107,13 +123,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(results) = &args.inside {
         return inside(args, results);
     }
+    let dir = cmd::workspace_root().join("target/bench");
+    let results_path = dir.join("system.json");
+    let capacity_path = dir.join("capacity.json");
+    if args.report_only {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{}: run the benchmark first", path.display()))
+        };
+        let system: SystemResults = serde_json::from_str(&read(&results_path)?)?;
+        let capacity: userspace::Capacity = serde_json::from_str(&read(&capacity_path)?)?;
+        // The report describes the run as it was made, whatever flags come now.
+        let mut measured = Stored::try_parse_from(
+            std::iter::once("bench".to_owned()).chain(system.flags.iter().cloned()),
+        )
+        .context("the stored run's flags")?
+        .args;
+        measured.out = args.out.clone();
+        return write_report(&measured, &system, &capacity);
+    }
     if !cmd::is_root() {
         bail!("the benchmark loads eBPF programs and makes a network namespace: run it as root");
     }
     cmd::cargo(&["build", "--release", "--quiet", "--package", "tcptrace"])?;
-    let dir = cmd::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    let results_path = dir.join("system.json");
     // A process of its own: it moves from namespace to namespace, this one stays.
     let mut inner = vec![
         "bench".to_owned(),
@@ -132,7 +165,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         userspace::run()?
     };
-    let markdown = report::markdown(args, &system, &capacity);
+    std::fs::write(&capacity_path, serde_json::to_string_pretty(&capacity)?)?;
+    write_report(args, &system, &capacity)
+}
+
+fn write_report(
+    args: &BenchArgs,
+    system: &SystemResults,
+    capacity: &userspace::Capacity,
+) -> anyhow::Result<()> {
+    let markdown = report::markdown(args, system, capacity);
     std::fs::write(cmd::workspace_root().join(&args.out), markdown)?;
     eprintln!("bench: wrote {}", args.out.display());
     Ok(())
@@ -160,7 +202,10 @@ fn tcptrace_binary() -> PathBuf {
 /// Every tracer in turn, `reps` times, each run in a fresh network namespace.
 fn inside(args: &BenchArgs, results: &Path) -> anyhow::Result<()> {
     let _stats = kernel::BpfStats::enable()?;
-    let mut system = SystemResults::default();
+    let mut system = SystemResults {
+        flags: forwarded(args),
+        ..SystemResults::default()
+    };
     let mut tracers: Vec<Tracer> = Tracer::ALL.to_vec();
     if cmd::output("bpftrace", &["--version"]).is_none() {
         tracers.retain(|t| !t.is_bpftrace());

@@ -179,8 +179,8 @@ pub fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -
     };
     let mut doc = format!(
         "# Benchmarks\n\n\
-         Written by `sudo cargo xtask bench --reps {reps} --duration {duration} --clients \
-         {clients} --servers {servers} --rate {rate}`; regenerate it rather than edit it.\n\n\
+         Written by `sudo cargo xtask bench {flags}`; regenerate it rather than edit it \
+         (`cargo xtask bench --report-only` after editing the notes).\n\n\
          ## Machine\n\n{machine}\n\
          ## Overhead on connection churn\n\n\
          Load: {clients} client and {servers} server threads making short loopback \
@@ -197,7 +197,7 @@ pub fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -
         duration = humantime::format_duration(args.duration),
         clients = args.clients,
         servers = args.servers,
-        rate = args.rate,
+        flags = system.flags.join(" "),
         machine = machine(),
         table = system_table(system),
     );
