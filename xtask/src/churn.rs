@@ -25,6 +25,23 @@ pub const TRANSITIONS_PER_RUN: u64 = 2;
 
 const PAYLOAD: &[u8] = b"tcptrace churn\n";
 
+/// The shape of the load, shared by `churn` and `bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadArgs {
+    /// How long a run lasts, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Client threads.
+    #[arg(long, default_value_t = 2)]
+    pub clients: u32,
+    /// Server threads.
+    #[arg(long, default_value_t = 2)]
+    pub servers: u32,
+    /// Connections per second in all (0: as fast as possible, the peak).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+}
+
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChurnArgs {
     /// Address the servers listen on (in this network namespace).
@@ -33,16 +50,8 @@ pub struct ChurnArgs {
     /// Stop after this many connections.
     #[arg(long, default_value_t = 1_000_000)]
     pub connections: u64,
-    /// Stop after this long, e.g. 5s.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    #[arg(long, default_value_t = 2)]
-    pub clients: u32,
-    #[arg(long, default_value_t = 2)]
-    pub servers: u32,
-    /// Connections per second in all (0: as fast as possible).
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// What a run did, printed as one JSON line.
@@ -107,11 +116,12 @@ fn exchange(addr: SocketAddr) -> std::io::Result<()> {
 
 /// One client thread: `share` of the rate, until the budget or the deadline runs out.
 fn client(args: &ChurnArgs, index: u32, counters: &Counters, started: Instant) {
-    let deadline = started + args.duration;
-    let interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(f64::from(args.clients) / args.rate as f64));
+    let load = &args.load;
+    let deadline = started + load.duration;
+    let interval = (load.rate > 0)
+        .then(|| Duration::from_secs_f64(f64::from(load.clients) / load.rate as f64));
     // Threads start staggered so paced connects spread over the interval.
-    let mut next = started + interval.map_or(Duration::ZERO, |i| i * index / args.clients);
+    let mut next = started + interval.map_or(Duration::ZERO, |i| i * index / load.clients);
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -140,7 +150,7 @@ pub fn run(args: &ChurnArgs) -> anyhow::Result<ChurnReport> {
         .map_err(|e| anyhow::anyhow!("churn: cannot listen on {}: {e}", args.addr))?;
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let servers: Vec<_> = (0..args.servers.max(1))
+    let servers: Vec<_> = (0..args.load.servers.max(1))
         .map(|_| {
             let (listener, counters, stop) = (
                 listener.try_clone().expect("dup a listening socket"),
@@ -152,7 +162,7 @@ pub fn run(args: &ChurnArgs) -> anyhow::Result<ChurnReport> {
         .collect();
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for index in 0..args.clients.max(1) {
+        for index in 0..args.load.clients.max(1) {
             let counters = &counters;
             scope.spawn(move || client(args, index, counters, started));
         }
@@ -198,10 +208,12 @@ mod tests {
         ChurnArgs {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             connections,
-            duration: Duration::from_secs(20),
-            clients: 3,
-            servers: 2,
-            rate,
+            load: LoadArgs {
+                duration: Duration::from_secs(20),
+                clients: 3,
+                servers: 2,
+                rate,
+            },
         }
     }
 
@@ -237,7 +249,7 @@ mod tests {
     #[test]
     fn the_duration_bounds_a_run() {
         let mut args = args(u64::MAX, 100);
-        args.duration = Duration::from_millis(300);
+        args.load.duration = Duration::from_millis(300);
         let report = run(&args).unwrap();
         // 100/s for 0.3 s: bounded by time, not by the count. Pacing caps each of the
         // 3 clients at one connection per 30 ms, so at most 11 each.

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use self::tracer::{Tracer, TracerReport};
 use crate::{
-    churn::{self, ChurnArgs, ChurnReport, TRANSITIONS_PER_CONNECTION, TRANSITIONS_PER_RUN},
+    churn::{
+        self, ChurnArgs, ChurnReport, LoadArgs, TRANSITIONS_PER_CONNECTION, TRANSITIONS_PER_RUN,
+    },
     cmd,
 };
 
@@ -29,18 +31,8 @@ pub struct BenchArgs {
     /// Repetitions of the interleaved cycle (baseline, tcptrace, bpftrace ×2).
     #[arg(long, default_value_t = 5)]
     pub reps: u32,
-    /// How long each churn run lasts, e.g. 5s.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Client threads of the load.
-    #[arg(long, default_value_t = 2)]
-    pub clients: u32,
-    /// Server threads of the load.
-    #[arg(long, default_value_t = 2)]
-    pub servers: u32,
-    /// Connections per second (0: as fast as possible, the peak).
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Where the report goes.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
@@ -68,10 +60,12 @@ impl BenchArgs {
     pub fn smoke() -> BenchArgs {
         BenchArgs {
             reps: 1,
-            duration: Duration::from_secs(20),
-            clients: 2,
-            servers: 2,
-            rate: 0,
+            load: LoadArgs {
+                duration: Duration::from_secs(20),
+                clients: 2,
+                servers: 2,
+                rate: 0,
+            },
             out: PathBuf::new(),
             smoke: true,
             no_capacity: true,
@@ -124,7 +118,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return inside(args, results);
     }
     let dir = cmd::workspace_root().join("target/bench");
-    let results_path = dir.join("system.json");
+    // A smoke run must not replace the measured results the report is written from.
+    let results_path = dir.join(if args.smoke {
+        "smoke.json"
+    } else {
+        "system.json"
+    });
     let capacity_path = dir.join("capacity.json");
     if args.report_only {
         let read = |path: &Path| {
@@ -184,10 +183,13 @@ fn write_report(
 fn forwarded(args: &BenchArgs) -> Vec<String> {
     let mut flags = vec![
         format!("--reps={}", args.reps),
-        format!("--duration={}", humantime::format_duration(args.duration)),
-        format!("--clients={}", args.clients),
-        format!("--servers={}", args.servers),
-        format!("--rate={}", args.rate),
+        format!(
+            "--duration={}",
+            humantime::format_duration(args.load.duration)
+        ),
+        format!("--clients={}", args.load.clients),
+        format!("--servers={}", args.load.servers),
+        format!("--rate={}", args.load.rate),
     ];
     if args.smoke {
         flags.push("--smoke".into());
@@ -220,10 +222,7 @@ fn inside(args: &BenchArgs, results: &Path) -> anyhow::Result<()> {
         } else {
             u64::MAX
         },
-        duration: args.duration,
-        clients: args.clients,
-        servers: args.servers,
-        rate: args.rate,
+        load: args.load.clone(),
     };
     let reps = if args.smoke { 1 } else { args.reps };
     for rep in 0..reps {

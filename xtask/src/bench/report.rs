@@ -172,10 +172,11 @@ fn capacity_table(capacity: &Capacity) -> String {
 }
 
 pub fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -> String {
-    let load = if args.rate == 0 {
+    let shape = &args.load;
+    let load = if shape.rate == 0 {
         "as fast as it goes (peak)".to_owned()
     } else {
-        format!("paced at {} connections/s", args.rate)
+        format!("paced at {} connections/s", shape.rate)
     };
     let mut doc = format!(
         "# Benchmarks\n\n\
@@ -194,9 +195,9 @@ pub fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -
          trigger them and shows in the ratio and the last column \
          (`kernel.bpf_stats_enabled`, on for the run and restored after).\n\n{table}\n",
         reps = args.reps,
-        duration = humantime::format_duration(args.duration),
-        clients = args.clients,
-        servers = args.servers,
+        duration = humantime::format_duration(shape.duration),
+        clients = shape.clients,
+        servers = shape.servers,
         flags = system.flags.join(" "),
         machine = machine(),
         table = system_table(system),
