@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-pub use background::{dump, Dump};
+use background::dump;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot, watch},

@@ -30,12 +30,4 @@ impl SeriesSet {
         }
         self.current = next;
     }
-
-    pub fn len(&self) -> usize {
-        self.current.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.current.is_empty()
-    }
 }
