@@ -1,6 +1,6 @@
 //! Privileged: however the daemon ends (SIGTERM, SIGINT, a panic in the HTTP side or in
 //! the loop that owns the table) it exits promptly, with a status that says which, and
-//! the kernel's program list (bpftool) holds none of its programs afterwards. A restart
+//! the kernel's lists (bpftool) hold none of its programs and maps afterwards. A restart
 //! right after works. One test, so that no other test's programs come and go meanwhile.
 
 mod common;
@@ -11,6 +11,14 @@ use common::{serve::*, *};
 
 /// tcptrace's five programs.
 const PROGRAMS: usize = 5;
+/// Its maps: EVENTS, COUNTERS, and the globals' .rodata (at least).
+const MIN_MAPS: usize = 3;
+
+/// What one daemon loaded: its programs' and maps' ids.
+struct Loaded {
+    programs: HashSet<u64>,
+    maps: HashSet<u64>,
+}
 const EXIT: Duration = Duration::from_secs(10);
 
 /// Starts `serve` and returns it with the ids of the programs it attached.

@@ -242,8 +242,17 @@ pub fn time_wait_sockets(listener: &TcpListener, n: usize) {
 
 /// The ids of every BPF program loaded in the kernel (`bpftool prog show`).
 pub fn loaded_program_ids() -> std::collections::HashSet<u64> {
+    bpftool_ids("prog")
+}
+
+/// The ids of every BPF map in the kernel (`bpftool map show`).
+pub fn loaded_map_ids() -> std::collections::HashSet<u64> {
+    bpftool_ids("map")
+}
+
+fn bpftool_ids(object: &str) -> std::collections::HashSet<u64> {
     let out = std::process::Command::new("bpftool")
-        .args(["prog", "show", "--json"])
+        .args([object, "show", "--json"])
         .output()
         .expect("bpftool (Debian package `bpftool`) runs");
     assert!(
