@@ -19,27 +19,56 @@ struct Loaded {
     programs: HashSet<u64>,
     maps: HashSet<u64>,
 }
+
 const EXIT: Duration = Duration::from_secs(10);
 
-/// Starts `serve` and returns it with the ids of the programs it attached.
-fn start(env: &[(&str, &str)]) -> (Serve, HashSet<u64>) {
-    let before = loaded_program_ids();
+/// Starts `serve` and returns it with what it loaded.
+fn start(env: &[(&str, &str)]) -> (Serve, Loaded) {
+    let (programs, maps) = (loaded_program_ids(), loaded_map_ids());
     let serve = Serve::run_with_env("serve", &["-P", "26001"], env);
-    let ours: HashSet<u64> = loaded_program_ids().difference(&before).copied().collect();
+    let ours = Loaded {
+        programs: loaded_program_ids()
+            .difference(&programs)
+            .copied()
+            .collect(),
+        maps: loaded_map_ids().difference(&maps).copied().collect(),
+    };
     assert_eq!(
-        ours.len(),
+        ours.programs.len(),
         PROGRAMS,
-        "its programs are in the kernel: {ours:?}"
+        "its programs are in the kernel"
+    );
+    assert!(
+        ours.maps.len() >= MIN_MAPS,
+        "its maps are in the kernel: {:?}",
+        ours.maps
     );
     (serve, ours)
 }
 
-fn assert_detached(ours: &HashSet<u64>, how: &str) {
-    let left: Vec<_> = loaded_program_ids().intersection(ours).copied().collect();
+fn assert_detached(ours: &Loaded, how: &str) {
+    let programs: Vec<_> = loaded_program_ids()
+        .intersection(&ours.programs)
+        .copied()
+        .collect();
     assert!(
-        left.is_empty(),
-        "after {how}, programs {left:?} are still loaded"
+        programs.is_empty(),
+        "after {how}, programs {programs:?} are still loaded"
     );
+    // The programs hold their maps until an RCU grace period after they are freed
+    // (kernel/bpf/syscall.c: __bpf_prog_put_noref), so the maps go a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let maps: Vec<_> = loaded_map_ids().intersection(&ours.maps).copied().collect();
+        if maps.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "5 s after {how}, maps {maps:?} still exist"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
