@@ -161,8 +161,7 @@ async fn leaks(
     UrlQuery(params): UrlQuery<LeakParams>,
 ) -> Result<Json<LeakReport>, ApiError> {
     let limit = limit(params.limit)?;
-    let mut report = LeakReport::clone(&state.leaks.borrow());
-    // `stuck` keeps the full count; the list is cut to the limit (oldest first).
-    report.close_wait.leaks.truncate(limit);
+    // The watch channel's lock is held only while the kept part is copied.
+    let report = state.leaks.borrow().limited(limit);
     Ok(Json(report))
 }

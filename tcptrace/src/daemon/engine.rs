@@ -102,21 +102,17 @@ impl Engine {
     }
 
     /// The startup dump: existing sockets enter the table.
-    pub fn seeded(&mut self, dump: Dump) {
+    pub fn seeded(&mut self, dump: Dump, done: &mpsc::Sender<Done>) {
         let report = self.tracker.seed(&dump.sockets, monotonic_now_ns());
         log::info!(
             "seeded {} connections from sock_diag, {} sockets in TIME_WAIT",
             report.added,
             report.time_wait
         );
-        self.recorder
-            .metrics()
-            .reconcile_seconds
-            .observe(dump.took.as_secs_f64());
-        self.detect(&dump, None);
+        self.detect(&dump, done);
     }
 
-    /// A periodic dump: heal the table, run the detectors, look up new leakers' owners.
+    /// A periodic dump: heal the table, then the same as after the seed.
     pub fn reconciled(&mut self, result: Result<Dump, DiagError>, done: &mpsc::Sender<Done>) {
         let dump = match result {
             Ok(dump) => dump,
@@ -130,14 +126,15 @@ impl Engine {
             .tracker
             .reconcile(&dump.sockets, dump.started_ns, monotonic_now_ns());
         log::debug!("reconcile: {report:?} in {:?}", dump.took);
+        self.detect(&dump, done);
+    }
+
+    /// After every dump: time it, run the detectors, look up new leakers' owners.
+    fn detect(&mut self, dump: &Dump, done: &mpsc::Sender<Done>) {
         self.recorder
             .metrics()
             .reconcile_seconds
             .observe(dump.took.as_secs_f64());
-        self.detect(&dump, Some(done));
-    }
-
-    fn detect(&mut self, dump: &Dump, done: Option<&mpsc::Sender<Done>>) {
         let now = monotonic_now_ns();
         let threshold = self.detect.close_wait_threshold.as_nanos() as u64;
         self.stuck = close_wait::find_stuck(self.tracker.live(), &dump.sockets, now, threshold);
@@ -152,7 +149,7 @@ impl Engine {
         let misses = self
             .owners
             .retain_and_misses(&close_wait::inodes(&self.stuck));
-        if let (false, Some(done)) = (misses.is_empty(), done) {
+        if !misses.is_empty() {
             background::spawn_owner_scan(misses, done.clone());
         }
         self.publish(now);

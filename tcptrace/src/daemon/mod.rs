@@ -144,9 +144,11 @@ pub async fn run(
     let (leaks_tx, leaks_rx) = watch::channel(Arc::default());
     let mut engine = Engine::new(args, Arc::clone(&metrics), leaks_tx);
     // After attaching, so that nothing falls between the dump and the first event.
+    // Dumps and owner scans report back here.
+    let (done_tx, mut done) = mpsc::channel(4);
     let filter = config.filter.clone();
     match tokio::task::spawn_blocking(move || dump(&filter)).await? {
-        Ok(dump) => engine.seeded(dump),
+        Ok(dump) => engine.seeded(dump, &done_tx),
         Err(err) => log::warn!("no startup seed, only new connections will be seen: {err}"),
     }
 
@@ -172,7 +174,6 @@ pub async fn run(
     drop(queries_tx);
 
     sink.start()?;
-    let (done_tx, mut done) = mpsc::channel(4);
     let mut reconcile = tokio::time::interval(args.reconcile_interval);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reconcile.tick().await;

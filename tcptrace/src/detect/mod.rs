@@ -51,6 +51,23 @@ fn seconds(ns: u64) -> f64 {
 }
 
 impl LeakReport {
+    /// A copy with at most `limit` leaks listed (oldest first); `stuck` keeps the full
+    /// count. Copies only what it keeps.
+    pub fn limited(&self, limit: usize) -> LeakReport {
+        let cw = &self.close_wait;
+        LeakReport {
+            checked_at: self.checked_at.clone(),
+            close_wait: CloseWaitReport {
+                threshold_seconds: cw.threshold_seconds,
+                stuck: cw.stuck,
+                oldest_age_seconds: cw.oldest_age_seconds,
+                unread_bytes: cw.unread_bytes,
+                leaks: cw.leaks.iter().take(limit).cloned().collect(),
+            },
+            time_wait: self.time_wait.clone(),
+        }
+    }
+
     pub fn new(
         stuck: &[StuckCloseWait],
         owners: &OwnerCache,

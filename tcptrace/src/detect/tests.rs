@@ -238,6 +238,11 @@ fn the_leak_report_sums_what_an_operator_needs() {
     assert_eq!((cw.threshold_seconds, cw.oldest_age_seconds), (30.0, 60.0));
     assert_eq!(cw.leaks[1].age_seconds, 40.0);
     assert!(report.checked_at.is_some());
+    // /api/leaks?limit=1: one listed, the sums still over all.
+    let one = report.limited(1);
+    assert_eq!(one.close_wait.leaks, report.close_wait.leaks[..1]);
+    assert_eq!((one.close_wait.stuck, one.close_wait.unread_bytes), (2, 99));
+    assert_eq!(report.limited(10), report);
 }
 
 #[test]
