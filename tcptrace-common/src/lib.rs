@@ -52,8 +52,12 @@ pub struct Event {
     pub ts_ns: u64,
     /// Kernel address of the `struct sock`: reused once the socket is freed.
     pub skaddr: u64,
-    /// cgroup v2 id of the task on the CPU.
+    /// cgroup v2 id of the task on the CPU (`bpf_get_current_cgroup_id()`): in softirq
+    /// an unrelated task's.
     pub cgroup_id: u64,
+    /// cgroup v2 id of the socket itself (`sk->sk_cgrp_data.cgroup->kn->id`): the cgroup
+    /// of the process that created it, right whatever runs on the CPU. 0 when unreadable.
+    pub sock_cgroup_id: u64,
     /// Process (thread-group) id of the task on the CPU: only meaningful for
     /// transitions made in process context (see DESIGN.md).
     pub tgid: u32,
@@ -61,20 +65,24 @@ pub struct Event {
     pub tid: u32,
     /// `tcp_retransmit_skb`'s `err` (0: the retransmit was sent); 0 for other kinds.
     pub err: i32,
+    /// Inode number of the socket's network namespace (`sk->__sk_common.skc_net.net->
+    /// ns.inum`, what `/proc/PID/ns/net` shows as `net:[N]`). 0 when unreadable or when
+    /// the event has no socket (a RST sent for a segment that matched none).
+    pub netns: u32,
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
     pub kind: u8,
     pub old_state: u8,
     pub new_state: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
     pub comm: [u8; COMM_LEN],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
 
 /// The record size the kernel writes: checked by the decoder on every record.
-pub const EVENT_SIZE: usize = 96;
+pub const EVENT_SIZE: usize = 112;
 const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
 // The ring buffer hands out 8-byte aligned records (kernel/bpf/ringbuf.c).
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
@@ -85,21 +93,46 @@ impl Event {
         ts_ns: 0,
         skaddr: 0,
         cgroup_id: 0,
+        sock_cgroup_id: 0,
         tgid: 0,
         tid: 0,
         err: 0,
+        netns: 0,
         sport: 0,
         dport: 0,
         family: 0,
         kind: 0,
         old_state: 0,
         new_state: 0,
-        _pad: [0; 3],
+        _pad: [0; 7],
         comm: [0; COMM_LEN],
         saddr: [0; 16],
         daddr: [0; 16],
     };
 }
+
+/// Byte offsets of the kernel struct fields the programs read, resolved from the running
+/// kernel's BTF (`/sys/kernel/btf/vmlinux`) at load time and passed as a load-time global:
+/// nothing is hard-coded, so a kernel whose layout differs is read right (DESIGN.md §8).
+/// Each is the offset from the start of the outer struct, nested members summed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct sock`: `__sk_common.skc_state` (u8).
+    pub sock_state: u32,
+    /// `struct sock`: `__sk_common.skc_net.net` (`struct net *`).
+    pub sock_net: u32,
+    /// `struct net`: `ns.inum` (u32).
+    pub net_inum: u32,
+    /// `struct sock`: `sk_cgrp_data.cgroup` (`struct cgroup *`).
+    pub sock_cgroup: u32,
+    /// `struct cgroup`: `kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node`: `id` (u64, the cgroup v2 id).
+    pub kernfs_node_id: u32,
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == 24);
 
 /// Per-CPU counters kept by the kernel side, indices into the `COUNTERS` array.
 pub mod counter {
@@ -114,3 +147,8 @@ pub mod counter {
 // SAFETY: `Event` is `repr(C)`, made only of integers and byte arrays, with explicit padding,
 // so every bit pattern is valid and there are no implicit padding bytes.
 unsafe impl aya::Pod for Event {}
+
+#[cfg(feature = "user")]
+// SAFETY: `KernelOffsets` is `repr(C)` and made only of `u32`s: no padding, every bit
+// pattern valid.
+unsafe impl aya::Pod for KernelOffsets {}
