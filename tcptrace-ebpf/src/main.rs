@@ -17,11 +17,12 @@ use aya_ebpf::{
     programs::TracePointContext,
     Global,
 };
-use tcptrace_common::{counter, kind, Event, AF_INET, AF_INET6, MAX_FILTER_PORTS};
+use tcptrace_common::{
+    counter, kind, Event, KernelOffsets, AF_INET, AF_INET6, MAX_FILTER_PORTS,
+};
 use tracepoints::{
     InetSockSetState, SockaddrStorage, TcpReceiveReset, TcpRetransmitSkb, TcpRetransmitSynack,
-    TcpSendReset, IPPROTO_TCP, SKC_STATE_OFFSET, SOCKADDR_IN6_ADDR, SOCKADDR_IN_ADDR,
-    TCP_NEW_SYN_RECV,
+    TcpSendReset, IPPROTO_TCP, SOCKADDR_IN6_ADDR, SOCKADDR_IN_ADDR, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
 };
 
 /// Default 4 MiB: ~40k events of 104 bytes (record + header), over 100 ms at the
@@ -42,6 +43,23 @@ static FILTER_PORT_COUNT: Global<u32> = Global::new(0);
 /// Load-time filter: an event passes when either end's port is one of these.
 #[unsafe(no_mangle)]
 static FILTER_PORTS: Global<[u16; MAX_FILTER_PORTS]> = Global::new([0; MAX_FILTER_PORTS]);
+
+/// Load-time filter: only sockets in the network namespace with this inode number
+/// (0: every namespace).
+#[unsafe(no_mangle)]
+static FILTER_NETNS: Global<u32> = Global::new(0);
+
+/// Load-time setting: where the fields read below sit in this kernel's structs, resolved
+/// from its BTF by the loader (no layout is hard-coded here).
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    sock_state: 0,
+    sock_net: 0,
+    net_inum: 0,
+    sock_cgroup: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+});
 
 /// Load-time setting: wake the reader only once this many bytes wait in the ring buffer
 /// (0: at every event). A wakeup per event costs more than the rest of the program
@@ -92,10 +110,53 @@ fn wanted(family: u16, sport: u16, dport: u16) -> bool {
     false
 }
 
-/// Fills the task and time fields and pushes the event; counts it as lost if the ring
-/// buffer is full.
+/// Reads a `T` at `base + offset` in kernel memory; `None` for a null base or a read the
+/// helper refuses.
+#[inline(always)]
+fn kernel_read<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: a kernel read through the helper, which fails cleanly on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+}
+
+/// The inode number of the socket's network namespace: `sk->__sk_common.skc_net.net->
+/// ns.inum` (include/net/sock.h, include/linux/ns_common.h).
+#[inline(always)]
+fn socket_netns(sk: u64, offsets: &KernelOffsets) -> Option<u32> {
+    let net: u64 = kernel_read(sk, offsets.sock_net)?;
+    kernel_read(net, offsets.net_inum)
+}
+
+/// The socket's own cgroup v2 id: `sk->sk_cgrp_data.cgroup->kn->id`, what
+/// `sock_cgroup_ptr()` + `cgroup_id()` give (include/linux/cgroup.h). Set when the
+/// socket is made, so it names the creating process's cgroup even in softirq, where
+/// `bpf_get_current_cgroup_id()` names whatever task was interrupted.
+#[inline(always)]
+fn socket_cgroup_id(sk: u64, offsets: &KernelOffsets) -> Option<u64> {
+    let cgroup: u64 = kernel_read(sk, offsets.sock_cgroup)?;
+    let kn: u64 = kernel_read(cgroup, offsets.cgroup_kn)?;
+    kernel_read(kn, offsets.kernfs_node_id)
+}
+
+/// Fills the socket's namespace and cgroup, the task and time fields, and pushes the
+/// event; counts it as lost if the ring buffer is full. Events of sockets outside the
+/// `--netns` namespace stop here.
 #[inline(always)]
 fn submit(mut event: Event) {
+    let offsets = KERNEL_OFFSETS.load();
+    event.netns = socket_netns(event.skaddr, &offsets).unwrap_or(0);
+    let want_netns = FILTER_NETNS.load();
+    if want_netns != 0 && event.netns != want_netns {
+        return;
+    }
+    // A RST can be sent for a timewait or request mini-socket (tcp_send_reset's `sk`):
+    // those share `struct sock_common`, so the namespace is right, but have no
+    // `sk_cgrp_data`.
+    if !matches!(event.new_state, TCP_TIME_WAIT | TCP_NEW_SYN_RECV) {
+        event.sock_cgroup_id = socket_cgroup_id(event.skaddr, &offsets).unwrap_or(0);
+    }
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     event.tgid = (pid_tgid >> 32) as u32;
@@ -272,9 +333,7 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // Fired from tcp_reset() before tcp_done(), so this is the state the RST hit.
-    let state_ptr = (tp.skaddr as usize + SKC_STATE_OFFSET) as *const u8;
-    // SAFETY: a kernel read through the helper, which fails cleanly on a bad address.
-    let state = unsafe { bpf_probe_read_kernel(state_ptr) }.unwrap_or(0);
+    let state: u8 = kernel_read(tp.skaddr, KERNEL_OFFSETS.load().sock_state).unwrap_or(0);
     let mut event = Event {
         kind: kind::RECEIVE_RESET,
         skaddr: tp.skaddr,

@@ -146,10 +146,6 @@ const _: () = {
     assert!(offset_of!(TcpReceiveReset, sock_cookie) == 64);
 };
 
-/// Offset of `skc_state` in `struct sock_common` (`include/net/sock.h`): after
-/// `skc_addrpair` (8), `skc_hash` (4), `skc_portpair` (4) and `skc_family` (2). Unchanged
-/// since 2.6; checked on 6.18 against `/sys/kernel/btf/vmlinux`.
-pub const SKC_STATE_OFFSET: usize = 18;
 
 /// `IPPROTO_TCP` (`include/uapi/linux/in.h`).
 pub const IPPROTO_TCP: u16 = 6;
@@ -157,3 +153,6 @@ pub const IPPROTO_TCP: u16 = 6;
 /// `TCP_NEW_SYN_RECV` (`include/net/tcp_states.h`): the state of a request socket,
 /// which is what a SYN-ACK retransmit belongs to.
 pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// `TCP_TIME_WAIT` (`include/net/tcp_states.h`): a timewait mini-socket's state.
+pub const TCP_TIME_WAIT: u8 = 6;

@@ -2,13 +2,14 @@
 //! loop that owns the table (which stays single-owner, with no lock on the event path);
 //! the answers are built here, from the table, as plain data.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::{
     clock::{rfc3339, WallClock},
+    diag::cgroup::{Container, Workload},
     state::TcpState,
     timeline,
     tracker::{Connection, Direction, Tracker},
@@ -25,12 +26,18 @@ pub struct ConnectionQuery {
     pub state: Option<TcpState>,
     /// Either end's port.
     pub port: Option<u16>,
+    /// The network namespace's inode number.
+    pub netns: Option<u32>,
     pub limit: usize,
 }
 
+/// Maps a cgroup id to the container and pod it belongs to.
+pub type Resolve<'a> = &'a mut dyn FnMut(u64) -> Option<Arc<Workload>>;
+
 impl ConnectionQuery {
     fn matches(&self, conn: &Connection) -> bool {
-        self.state.is_none_or(|s| conn.state() == s)
+        self.netns.is_none_or(|n| conn.netns == n)
+            && self.state.is_none_or(|s| conn.state() == s)
             && self
                 .port
                 .is_none_or(|p| conn.local.port() == p || conn.remote.port() == p)
@@ -55,11 +62,40 @@ pub struct OwnerView {
     pub comm: String,
 }
 
+/// Where a socket belongs: its cgroup and, when the path names them, its container
+/// and Kubernetes pod.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WorkloadView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+impl WorkloadView {
+    pub fn of(cgroup_id: u64, resolve: Resolve<'_>) -> WorkloadView {
+        let Some(workload) = (cgroup_id != 0).then(|| resolve(cgroup_id)).flatten() else {
+            return WorkloadView::default();
+        };
+        WorkloadView {
+            cgroup: Some(workload.cgroup.clone()),
+            container: workload.container.clone(),
+            pod_uid: workload.pod_uid.clone(),
+        }
+    }
+}
+
 /// One row of `/api/connections`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConnectionSummary {
     /// For `/api/connections/{id}`.
     pub id: u64,
+    /// The socket's network namespace (inode number).
+    pub netns: u32,
+    #[serde(flatten)]
+    pub workload: WorkloadView,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: TcpState,
@@ -82,9 +118,16 @@ pub struct ConnectionList {
     pub connections: Vec<ConnectionSummary>,
 }
 
-fn summary(conn: &Connection, clock: WallClock, now_ns: u64) -> ConnectionSummary {
+fn summary(
+    conn: &Connection,
+    resolve: Resolve<'_>,
+    clock: WallClock,
+    now_ns: u64,
+) -> ConnectionSummary {
     ConnectionSummary {
         id: conn.id.generation,
+        netns: conn.netns,
+        workload: WorkloadView::of(conn.cgroup_id, resolve),
         local: conn.local,
         remote: conn.remote,
         state: conn.state(),
@@ -103,6 +146,7 @@ fn summary(conn: &Connection, clock: WallClock, now_ns: u64) -> ConnectionSummar
 pub fn connections(
     tracker: &Tracker,
     query: &ConnectionQuery,
+    resolve: Resolve<'_>,
     clock: WallClock,
     now_ns: u64,
 ) -> ConnectionList {
@@ -119,29 +163,42 @@ pub fn connections(
         truncated: total > limit,
         connections: matching
             .into_iter()
-            .map(|c| summary(c, clock, now_ns))
+            .map(|c| summary(c, resolve, clock, now_ns))
             .collect(),
     }
 }
 
 /// A live or recently finished connection's timeline, with its lifecycle and, when its
-/// other end is on this host too, the close's shape.
-pub fn connection(tracker: &Tracker, id: u64) -> Option<serde_json::Value> {
+/// other end is on this host too, the close's shape; with its cgroup, container and pod.
+pub fn connection(tracker: &Tracker, id: u64, resolve: Resolve<'_>) -> Option<serde_json::Value> {
     let conn = tracker
         .live()
         .find(|c| c.id.generation == id)
         .or_else(|| tracker.finished().find(|c| c.id.generation == id))?;
-    Some(timeline::json_value(conn, tracker.partner(conn)))
+    let mut value = timeline::json_value(conn, tracker.partner(conn));
+    let workload = serde_json::to_value(WorkloadView::of(conn.cgroup_id, resolve));
+    if let (Some(object), Ok(serde_json::Value::Object(workload))) =
+        (value.as_object_mut(), workload)
+    {
+        object.extend(workload);
+    }
+    Some(value)
 }
 
-pub fn answer(query: Query, tracker: &Tracker, clock: WallClock, now_ns: u64) {
+pub fn answer(
+    query: Query,
+    tracker: &Tracker,
+    resolve: Resolve<'_>,
+    clock: WallClock,
+    now_ns: u64,
+) {
     // A requester that gave up (timed out) no longer listens; nothing to do then.
     match query {
         Query::Connections { query, reply } => {
-            let _ = reply.send(connections(tracker, &query, clock, now_ns));
+            let _ = reply.send(connections(tracker, &query, resolve, clock, now_ns));
         }
         Query::Connection { id, reply } => {
-            let _ = reply.send(connection(tracker, id));
+            let _ = reply.send(connection(tracker, id, resolve));
         }
     }
 }
@@ -168,7 +225,7 @@ mod tests {
             limit,
             ..Default::default()
         };
-        let list = connections(&tracker, &all(3), clock, 100 * MS);
+        let list = connections(&tracker, &all(3), &mut |_| None, clock, 100 * MS);
         assert_eq!((list.matching, list.truncated), (6, true));
         assert_eq!(
             list.connections.iter().map(|c| c.state).collect::<Vec<_>>(),
@@ -179,14 +236,15 @@ mod tests {
         let established = ConnectionQuery {
             state: Some(Established),
             port: Some(40002),
+            netns: None,
             limit: 10,
         };
-        let list = connections(&tracker, &established, clock, 100 * MS);
+        let list = connections(&tracker, &established, &mut |_| None, clock, 100 * MS);
         assert_eq!((list.matching, list.truncated), (1, false));
         assert_eq!(list.connections[0].owner.as_ref().unwrap().pid, 100);
         // Limits above the cap are cut to it.
         assert_eq!(
-            connections(&tracker, &all(usize::MAX), clock, 0).matching,
+            connections(&tracker, &all(usize::MAX), &mut |_| None, clock, 0).matching,
             6
         );
     }
@@ -196,12 +254,12 @@ mod tests {
         let mut tracker = Tracker::new(64, 8);
         tracker.apply(&client(1, 0, Close, SynSent));
         let id = tracker.live().next().unwrap().id.generation;
-        let value = connection(&tracker, id).unwrap();
+        let value = connection(&tracker, id, &mut |_| None).unwrap();
         assert_eq!(value["steps"][0]["state"], "CLOSE");
         assert_eq!(value["steps"][1]["state"], "SYN_SENT");
         tracker.apply(&client(1, 5, SynSent, Close));
-        let value = connection(&tracker, id).unwrap();
+        let value = connection(&tracker, id, &mut |_| None).unwrap();
         assert_eq!(value["lifecycle"]["close"], "never_established");
-        assert_eq!(connection(&tracker, id + 1), None);
+        assert_eq!(connection(&tracker, id + 1, &mut |_| None), None);
     }
 }

@@ -5,6 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    config::TraceConfig,
+    detect::DetectConfig,
+    diag::netns::{self, Namespace},
     probe::{Family, KernelFilter, ProbeConfig, DEFAULT_RING_BUFFER_BYTES},
     state::TcpState,
 };
@@ -62,6 +65,17 @@ pub struct TraceArgs {
     /// Only IPv6. Filtered in the kernel.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+
+    /// Only sockets in this network namespace: its inode number (as `ls -l
+    /// /proc/PID/ns/net` shows `net:[N]`), `/proc/PID/ns/net`, `/run/netns/NAME` or NAME.
+    /// Filtered in the kernel; only that namespace is dumped.
+    #[arg(long, value_name = "NETNS", value_parser = parse_netns)]
+    pub netns: Option<Namespace>,
+
+    /// Only sockets whose cgroup v2 path starts with this, e.g. `/kubepods.slice` or
+    /// `/system.slice/docker-` (the socket's own cgroup: its creator's).
+    #[arg(long = "cgroup", value_name = "PREFIX", value_parser = parse_cgroup_prefix)]
+    pub cgroup_prefix: Option<String>,
 
     /// Most connections tracked at once; the least recently active are dropped first.
     #[arg(long, default_value_t = 65_536, value_name = "N",
@@ -143,6 +157,17 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 }
 
+fn parse_netns(text: &str) -> Result<Namespace, String> {
+    netns::resolve(text).map_err(|e| e.to_string())
+}
+
+fn parse_cgroup_prefix(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err("a cgroup path starts with / (e.g. /kubepods.slice)".into());
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if interval < Duration::from_millis(100) {
@@ -170,6 +195,22 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
 }
 
 impl TraceArgs {
+    /// The plain configuration the daemon runs with.
+    pub fn config(&self) -> TraceConfig {
+        TraceConfig {
+            probe: self.probe_config(),
+            max_connections: self.max_connections,
+            reconcile_interval: self.reconcile_interval,
+            detect: DetectConfig {
+                close_wait_threshold: self.detect.close_wait_threshold,
+                port_pressure_threshold: self.detect.port_pressure_threshold,
+                top_remotes: usize::from(self.detect.top_remotes),
+            },
+            netns: self.netns.clone(),
+            cgroup_prefix: self.cgroup_prefix.clone(),
+        }
+    }
+
     pub fn probe_config(&self) -> ProbeConfig {
         let family = match (self.ipv4, self.ipv6) {
             (true, _) => Some(Family::V4),
@@ -180,6 +221,7 @@ impl TraceArgs {
             filter: KernelFilter {
                 ports: self.ports.clone(),
                 family,
+                netns: self.netns.as_ref().map(|n| n.inum),
             },
             ring_buffer_bytes: self.ring_buffer_bytes,
         }

@@ -68,6 +68,8 @@ pub fn decode_event(raw: &Event) -> Result<TcpEvent, DecodeError> {
     Ok(TcpEvent {
         ts_ns: raw.ts_ns,
         skaddr: raw.skaddr,
+        netns: raw.netns,
+        sock_cgroup_id: raw.sock_cgroup_id,
         task: Task {
             pid: raw.tgid,
             tid: raw.tid,
@@ -90,6 +92,8 @@ pub(crate) mod testing {
             ts_ns: 1_000,
             skaddr: 0xffff_8880_0000_1000,
             cgroup_id: 7,
+            sock_cgroup_id: 8,
+            netns: 4_026_531_993,
             tgid: 4242,
             tid: 4243,
             family: AF_INET,
@@ -125,6 +129,7 @@ mod tests {
         assert_eq!(event.task.pid, 4242);
         assert_eq!(event.task.tid, 4243);
         assert_eq!(event.task.cgroup_id, 7);
+        assert_eq!((event.netns, event.sock_cgroup_id), (4_026_531_993, 8));
         assert_eq!(event.task.comm.as_str(), "curl");
         assert_eq!(event.local, "127.0.0.1:50312".parse().unwrap());
         assert_eq!(event.remote, "127.0.0.2:8080".parse().unwrap());
@@ -174,11 +179,11 @@ mod tests {
     #[test]
     fn rejects_short_long_and_empty_records() {
         let full = bytes(&raw_v4(kind::STATE_CHANGE, 7, 2));
-        assert_eq!(decode(&full[..EVENT_SIZE - 1]), Err(DecodeError::Size(95)));
+        assert_eq!(decode(&full[..EVENT_SIZE - 1]), Err(DecodeError::Size(EVENT_SIZE - 1)));
         assert_eq!(decode(&[]), Err(DecodeError::Size(0)));
         let mut long = full.clone();
         long.push(0);
-        assert_eq!(decode(&long), Err(DecodeError::Size(97)));
+        assert_eq!(decode(&long), Err(DecodeError::Size(EVENT_SIZE + 1)));
     }
 
     #[test]

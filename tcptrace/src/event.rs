@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use tcptrace_common::COMM_LEN;
 
-use crate::state::TcpState;
+use crate::{state::TcpState, tracker::SocketKey};
 
 /// One thing the kernel told us about one socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +14,11 @@ pub struct TcpEvent {
     pub ts_ns: u64,
     /// Kernel address of the socket; reused after the socket is freed.
     pub skaddr: u64,
+    /// The socket's network namespace (inode number); 0 when unknown.
+    pub netns: u32,
+    /// The socket's own cgroup v2 id (its creator's cgroup, whatever task is on the
+    /// CPU); 0 when unknown.
+    pub sock_cgroup_id: u64,
     /// The task that was on the CPU, not necessarily the socket's owner.
     pub task: Task,
     pub local: SocketAddr,
@@ -89,6 +94,15 @@ impl EventKind {
 }
 
 impl TcpEvent {
+    /// The socket's namespace and 4-tuple.
+    pub fn key(&self) -> SocketKey {
+        SocketKey {
+            netns: self.netns,
+            local: self.local,
+            remote: self.remote,
+        }
+    }
+
     /// Whether `task` is the socket's owner. The tracepoints fire on whatever task is on
     /// the CPU, and many transitions run in softirq; only these are made by the owning
     /// process's own system calls (connect, close/shutdown, listen): DESIGN.md §2.

@@ -1,7 +1,49 @@
-//! Filters applied in userspace: by owning process and by state. (Port and family
-//! filters run in the kernel: see `probe::KernelFilter`.)
+//! Filters applied in userspace: by owning process, by state and by cgroup. (Port,
+//! family and namespace filters run in the kernel: see `probe::KernelFilter`.)
 
-use crate::{event::TcpEvent, state::TcpState, tracker::Owner};
+use std::collections::HashMap;
+
+use crate::{diag::cgroup::CgroupResolver, event::TcpEvent, state::TcpState, tracker::Owner};
+
+/// cgroup ids whose `--cgroup` verdict is remembered.
+const MAX_CGROUP_VERDICTS: usize = 16_384;
+
+/// `--cgroup PREFIX`: keeps the sockets whose own cgroup v2 path starts with the prefix.
+/// The kernel cannot match a path, so this runs first thing in userspace, once per
+/// cgroup id (ids are never reused, so a verdict stays right), from a bounded cache.
+#[derive(Debug)]
+pub struct CgroupFilter {
+    prefix: String,
+    verdicts: HashMap<u64, bool>,
+}
+
+impl CgroupFilter {
+    pub fn new(prefix: String) -> Self {
+        Self {
+            prefix,
+            verdicts: HashMap::new(),
+        }
+    }
+
+    /// Whether sockets of cgroup `id` pass; an unknown cgroup (id 0, or one that
+    /// cannot be resolved) does not.
+    pub fn admits(&mut self, id: u64, resolver: Option<&mut CgroupResolver>) -> bool {
+        if id == 0 {
+            return false;
+        }
+        if let Some(&verdict) = self.verdicts.get(&id) {
+            return verdict;
+        }
+        let verdict = resolver
+            .and_then(|r| r.resolve(id))
+            .is_some_and(|w| w.cgroup.starts_with(&self.prefix));
+        if self.verdicts.len() >= MAX_CGROUP_VERDICTS {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(id, verdict);
+        verdict
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct EventFilter {

@@ -98,6 +98,7 @@ async fn ask<T>(
 struct ListParams {
     state: Option<String>,
     port: Option<u16>,
+    netns: Option<u32>,
     limit: Option<usize>,
 }
 
@@ -128,6 +129,7 @@ async fn connections(
     let query = ConnectionQuery {
         state: tcp_state,
         port: params.port,
+        netns: params.netns,
         limit: limit(params.limit)?,
     };
     ask(&state, |reply| Query::Connections { query, reply })

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             }
             Command::Serve(args) => {
                 let summary = tcptrace::daemon::run(
-                    &args.trace,
+                    &args.trace.config(),
                     Some(args.listen),
                     &mut tcptrace::daemon::Quiet,
                 )

@@ -5,12 +5,16 @@ use std::net::SocketAddr;
 use crate::{
     event::{Comm, EventKind, Task, TcpEvent},
     state::TcpState,
-    tracker::{ConnId, Connection, Direction, Step},
+    tracker::{ConnId, Connection, Direction, KernelSocket, Snapshot, SocketKey, Step},
 };
 
 pub const CLIENT: &str = "127.0.0.1:40000";
 pub const SERVER: &str = "127.0.0.1:8080";
 pub const MS: u64 = 1_000_000;
+/// The network namespace synthetic events and sockets are in unless a test says.
+pub const NETNS: u32 = 4_026_531_840;
+/// The cgroup id synthetic sockets belong to.
+pub const SOCK_CGROUP: u64 = 77;
 
 pub fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
@@ -20,6 +24,8 @@ pub fn event(sk: u64, ms: u64, kind: EventKind, local: &str, remote: &str, pid: 
     TcpEvent {
         ts_ns: ms * MS,
         skaddr: sk,
+        netns: NETNS,
+        sock_cgroup_id: SOCK_CGROUP,
         task: Task {
             pid,
             tid: pid,
@@ -75,6 +81,8 @@ pub fn connection_through(
             skaddr: id,
             generation: id,
         },
+        netns: NETNS,
+        cgroup_id: 0,
         local: addr(local),
         remote: addr(remote),
         direction: if steps[0].state == TcpState::Listen {
@@ -90,5 +98,33 @@ pub fn connection_through(
         seen_since_start: false,
         vanished: false,
         illegal: vec![],
+    }
+}
+
+/// A socket as a namespace's dump lists it, in [`NETNS`].
+pub fn kernel_socket(state: TcpState, local: &str, remote: &str) -> KernelSocket {
+    KernelSocket {
+        key: SocketKey {
+            netns: NETNS,
+            local: addr(local),
+            remote: addr(remote),
+        },
+        state,
+        cgroup_id: 0,
+    }
+}
+
+/// A pass that dumped the namespaces of `sockets` (and [`NETNS`]), begun at
+/// `started_ns`.
+pub fn snapshot(sockets: &[KernelSocket], started_ns: u64) -> Snapshot {
+    Snapshot {
+        sockets: sockets.to_vec(),
+        dumped: sockets
+            .iter()
+            .map(|s| s.key.netns)
+            .chain([NETNS])
+            .collect(),
+        unreachable: Default::default(),
+        started_ns,
     }
 }

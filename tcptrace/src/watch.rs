@@ -92,5 +92,5 @@ pub async fn run(args: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<Summar
         clock: WallClock::new(),
         out,
     };
-    daemon::run(&args.trace, args.listen, &mut printer).await
+    daemon::run(&args.trace.config(), args.listen, &mut printer).await
 }

@@ -1,5 +1,5 @@
 //! Slow work the loop hands off to blocking threads, so that events keep flowing while
-//! it runs: sock_diag dumps and `/proc` owner scans. Results come back over a channel.
+//! it runs: sock_diag dumps of every network namespace and `/proc` owner scans. Results come back over a channel.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,47 +12,99 @@ use tokio::sync::mpsc;
 use crate::{
     clock::monotonic_now_ns,
     diag::{
-        dump_tcp,
+        netns::{dump_namespaces, find_namespaces, Namespace, NamespaceDump, NamespacesDump},
         owners::{find_owners, ProcessOwner},
-        DiagError, DiagSocket,
+        DiagError,
     },
     probe::KernelFilter,
     state::TcpState,
+    tracker::{KernelSocket, Snapshot, SocketKey},
 };
 
+/// Where `ip netns add` binds named namespaces.
+const RUN_NETNS: &str = "/run/netns";
+
 pub enum Done {
-    Dump(Result<Dump, DiagError>),
+    Dump(Dump),
     Owners {
         looked_up: HashSet<u32>,
         found: HashMap<u32, ProcessOwner>,
     },
 }
 
+/// One pass over every network namespace.
 pub struct Dump {
-    /// The sockets the filters keep.
-    pub sockets: Vec<DiagSocket>,
-    /// When the dump began (CLOCK_MONOTONIC): events after it are newer than it.
+    /// Each namespace's sockets that the filters keep.
+    pub namespaces: Vec<NamespaceDump>,
+    /// Namespaces that exist but could not be dumped.
+    pub failed: Vec<(u32, DiagError)>,
+    /// When the pass began (CLOCK_MONOTONIC): events after it are newer than it.
     pub started_ns: u64,
     pub took: std::time::Duration,
 }
 
-/// Every TCP socket the probe's filters would keep, in this network namespace.
-pub fn dump(filter: &KernelFilter) -> Result<Dump, DiagError> {
+/// Which namespaces to dump, and which sockets to keep.
+#[derive(Clone, Debug)]
+pub struct DumpScope {
+    pub filter: KernelFilter,
+    /// `--netns`: only this one; else every namespace found.
+    pub netns: Option<Namespace>,
+}
+
+/// Every TCP socket the probe's filters would keep, in every network namespace (each
+/// dumped from inside itself: DESIGN.md §7).
+pub fn dump(scope: &DumpScope) -> Dump {
     let started_ns = monotonic_now_ns();
     let clock = Instant::now();
-    let mut sockets = dump_tcp(&TcpState::ALL)?;
-    sockets.retain(|s| filter.matches(s.local, s.remote));
-    Ok(Dump {
-        sockets,
+    let namespaces = match &scope.netns {
+        Some(only) => vec![only.clone()],
+        None => find_namespaces(Path::new("/proc"), Path::new(RUN_NETNS)),
+    };
+    let NamespacesDump { mut dumps, failed } = dump_namespaces(&namespaces, &TcpState::ALL);
+    for dump in &mut dumps {
+        dump.sockets
+            .retain(|s| scope.filter.matches(s.local, s.remote));
+    }
+    Dump {
+        namespaces: dumps,
+        failed,
         started_ns,
         took: clock.elapsed(),
-    })
+    }
+}
+
+impl Dump {
+    /// What the tracker needs of it: full sockets by namespace, and which namespaces
+    /// it speaks for.
+    pub fn snapshot(&self) -> Snapshot {
+        let sockets = self
+            .namespaces
+            .iter()
+            .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
+            .filter(|(_, s)| !s.timewait)
+            .map(|(netns, s)| KernelSocket {
+                key: SocketKey {
+                    netns,
+                    local: s.local,
+                    remote: s.remote,
+                },
+                state: s.state,
+                cgroup_id: s.cgroup_id.unwrap_or(0),
+            })
+            .collect();
+        Snapshot {
+            sockets,
+            dumped: self.namespaces.iter().map(|d| d.netns).collect(),
+            unreachable: self.failed.iter().map(|(netns, _)| *netns).collect(),
+            started_ns: self.started_ns,
+        }
+    }
 }
 
 /// Dumps in a blocking thread and sends the result back.
-pub fn spawn_dump(filter: KernelFilter, done: mpsc::Sender<Done>) {
+pub fn spawn_dump(scope: DumpScope, done: mpsc::Sender<Done>) {
     tokio::task::spawn_blocking(move || {
-        let _ = done.blocking_send(Done::Dump(dump(&filter)));
+        let _ = done.blocking_send(Done::Dump(dump(&scope)));
     });
 }
 

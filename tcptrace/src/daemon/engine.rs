@@ -3,7 +3,6 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
-    path::Path,
     sync::Arc,
     time::Instant,
 };
@@ -16,18 +15,18 @@ use super::{
 };
 use crate::{
     api::{self, Query},
-    cli::TraceArgs,
     clock::{monotonic_now_ns, WallClock},
+    config::TraceConfig,
     detect::{
         close_wait::{self, StuckCloseWait},
-        time_wait::{PortRange, DEFAULT_PORT_RANGE},
         DetectConfig, LeakReport, TimeWaitReport,
     },
     diag::{
+        cgroup::CgroupResolver,
         owners::{OwnerCache, ProcessOwner},
-        DiagError,
     },
     event::TcpEvent,
+    filter::CgroupFilter,
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
     tracker::{ConnId, Tracker},
@@ -37,8 +36,11 @@ use crate::{
 const FINISHED_RING: usize = 4096;
 /// A warning about lost events at most this often.
 const LOSS_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-const PORT_RANGE_SYSCTL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+/// cgroup ids whose container and pod are remembered.
+const WORKLOAD_CACHE: usize = 4096;
+/// Namespaces remembered as already warned about (a dump that fails every pass is
+/// reported once, not every few seconds).
+const MAX_WARNED_NAMESPACES: usize = 1024;
 
 pub struct Engine {
     tracker: Tracker,
@@ -46,35 +48,43 @@ pub struct Engine {
     detect: DetectConfig,
     clock: WallClock,
     owners: OwnerCache,
+    /// cgroup id → container and pod; `None` without a cgroup v2 mount.
+    workloads: Option<CgroupResolver>,
+    /// `--cgroup`.
+    cgroup_filter: Option<CgroupFilter>,
     /// The last detector pass, kept to republish when owners are found.
     stuck: Vec<StuckCloseWait>,
     time_wait: TimeWaitReport,
     leaks: watch::Sender<Arc<LeakReport>>,
     finished: Vec<ConnId>,
     lost_warned: (u64, Option<Instant>),
+    warned_namespaces: HashSet<u32>,
 }
 
 impl Engine {
     pub fn new(
-        args: &TraceArgs,
+        config: &TraceConfig,
         metrics: Arc<Metrics>,
         leaks: watch::Sender<Arc<LeakReport>>,
     ) -> Self {
+        let workloads = CgroupResolver::from_host(WORKLOAD_CACHE);
+        if workloads.is_none() {
+            log::warn!("no cgroup v2 mount found: sockets will not be attributed to containers");
+        }
         Self {
-            tracker: Tracker::new(args.max_connections as usize, FINISHED_RING),
-            recorder: EventRecorder::new(metrics),
-            detect: DetectConfig {
-                close_wait_threshold: args.detect.close_wait_threshold,
-                port_pressure_threshold: args.detect.port_pressure_threshold,
-                top_remotes: usize::from(args.detect.top_remotes),
-            },
+            tracker: Tracker::new(config.max_connections as usize, FINISHED_RING),
+            recorder: EventRecorder::new(metrics).with_top_namespaces(config.detect.top_remotes),
+            detect: config.detect,
             clock: WallClock::new(),
             owners: OwnerCache::default(),
+            workloads,
+            cgroup_filter: config.cgroup_prefix.clone().map(CgroupFilter::new),
             stuck: Vec::new(),
             time_wait: TimeWaitReport::default(),
             leaks,
             finished: Vec::new(),
             lost_warned: (0, None),
+            warned_namespaces: HashSet::new(),
         }
     }
 
@@ -82,8 +92,19 @@ impl Engine {
         &self.tracker
     }
 
+    /// Whether `--cgroup` keeps sockets of cgroup `id`.
+    fn admits(&mut self, cgroup_id: u64) -> bool {
+        match &mut self.cgroup_filter {
+            None => true,
+            Some(filter) => filter.admits(cgroup_id, self.workloads.as_mut()),
+        }
+    }
+
     pub fn apply_batch(&mut self, batch: &[TcpEvent], sink: &mut dyn Sink) -> io::Result<()> {
         for event in batch {
+            if !self.admits(event.sock_cgroup_id) {
+                continue;
+            }
             let applied = self.tracker.apply(event);
             self.recorder.record(event, &applied);
             if applied.finished {
@@ -101,32 +122,67 @@ impl Engine {
         Ok(())
     }
 
+    /// Drops the sockets `--cgroup` does not keep (those whose cgroup the dump did not
+    /// give are kept: events will name it).
+    fn scope(&mut self, dump: &mut Dump) {
+        if self.cgroup_filter.is_none() {
+            return;
+        }
+        for ns in &mut dump.namespaces {
+            let mut sockets = std::mem::take(&mut ns.sockets);
+            sockets.retain(|s| s.cgroup_id.is_none_or(|id| self.admits(id)));
+            ns.sockets = sockets;
+        }
+    }
+
     /// The startup dump: existing sockets enter the table.
-    pub fn seeded(&mut self, dump: Dump, done: &mpsc::Sender<Done>) {
-        let report = self.tracker.seed(&dump.sockets, monotonic_now_ns());
-        log::info!(
-            "seeded {} connections from sock_diag, {} sockets in TIME_WAIT",
-            report.added,
-            report.time_wait
-        );
+    pub fn seeded(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
+        self.scope(&mut dump);
+        let report = self.tracker.seed(&dump.snapshot(), monotonic_now_ns());
+        self.warn_failed(&dump);
         self.detect(&dump, done);
+        log::info!(
+            "seeded {} connections from sock_diag in {} network namespaces, {} sockets in \
+             TIME_WAIT",
+            report.added,
+            dump.namespaces.len(),
+            self.time_wait.total
+        );
     }
 
     /// A periodic dump: heal the table, then the same as after the seed.
-    pub fn reconciled(&mut self, result: Result<Dump, DiagError>, done: &mpsc::Sender<Done>) {
-        let dump = match result {
-            Ok(dump) => dump,
-            Err(err) => {
-                self.recorder.metrics().reconcile_failures.inc();
-                log::warn!("reconcile skipped: {err}");
-                return;
-            }
-        };
+    pub fn reconciled(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
+        self.scope(&mut dump);
         let report = self
             .tracker
-            .reconcile(&dump.sockets, dump.started_ns, monotonic_now_ns());
+            .reconcile(&dump.snapshot(), monotonic_now_ns());
+        if report.closed_with_namespace > 0 {
+            log::info!(
+                "{} connections closed with their network namespace, which is gone",
+                report.closed_with_namespace
+            );
+        }
+        self.warn_failed(&dump);
         log::debug!("reconcile: {report:?} in {:?}", dump.took);
         self.detect(&dump, done);
+    }
+
+    /// Namespaces that exist and could not be dumped: counted every pass, reported once
+    /// each (their connections are left as they are, never closed for it).
+    fn warn_failed(&mut self, dump: &Dump) {
+        let failures = &self.recorder.metrics().reconcile_failures;
+        for (netns, err) in &dump.failed {
+            failures.inc();
+            if self.warned_namespaces.len() >= MAX_WARNED_NAMESPACES {
+                self.warned_namespaces.clear();
+            }
+            if self.warned_namespaces.insert(*netns) {
+                log::warn!(
+                    "network namespace {netns} could not be dumped, its connections are not \
+                     reconciled: {err}"
+                );
+            }
+        }
     }
 
     /// After every dump: time it, run the detectors, look up new leakers' owners.
@@ -137,12 +193,10 @@ impl Engine {
             .observe(dump.took.as_secs_f64());
         let now = monotonic_now_ns();
         let threshold = self.detect.close_wait_threshold.as_nanos() as u64;
-        self.stuck = close_wait::find_stuck(self.tracker.live(), &dump.sockets, now, threshold);
-        let range = PortRange::read(Path::new(PORT_RANGE_SYSCTL)).unwrap_or(DEFAULT_PORT_RANGE);
+        self.stuck =
+            close_wait::find_stuck(self.tracker.live(), &dump.namespaces, now, threshold);
         self.time_wait = TimeWaitReport::new(
-            self.tracker.time_wait(),
-            &dump.sockets,
-            range,
+            &dump.namespaces,
             self.detect.top_remotes,
             self.detect.port_pressure_threshold,
         );
@@ -161,9 +215,11 @@ impl Engine {
     }
 
     fn publish(&mut self, now_ns: u64) {
+        let workloads = &mut self.workloads;
         let report = LeakReport::new(
             &self.stuck,
             &self.owners,
+            &mut |id| workloads.as_mut()?.resolve(id),
             self.time_wait.clone(),
             &self.detect,
             self.clock,
@@ -185,7 +241,7 @@ impl Engine {
             log::warn!(
                 "{} events lost so far ({} since the last warning): the ring buffer was full. \
                  Timelines heal at the next reconcile; a larger --ring-buffer-bytes or \
-                 kernel-side filters (-P, -4/-6) lose fewer",
+                 kernel-side filters (-P, -4/-6, --netns) lose fewer",
                 kernel.lost,
                 kernel.lost - warned_at_total
             );
@@ -193,8 +249,15 @@ impl Engine {
         }
     }
 
-    pub fn answer(&self, query: Query) {
+    pub fn answer(&mut self, query: Query) {
         crate::fault::maybe_stall();
-        api::answer(query, &self.tracker, self.clock, monotonic_now_ns());
+        let workloads = &mut self.workloads;
+        api::answer(
+            query,
+            &self.tracker,
+            &mut |id| workloads.as_mut()?.resolve(id),
+            self.clock,
+            monotonic_now_ns(),
+        );
     }
 }

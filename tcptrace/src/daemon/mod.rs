@@ -25,7 +25,7 @@ use tokio::{
 
 use self::engine::Engine;
 use crate::{
-    cli::TraceArgs,
+    config::TraceConfig,
     event::TcpEvent,
     http,
     metrics::Metrics,
@@ -115,14 +115,13 @@ async fn server_stopped(server: &mut Option<JoinHandle<io::Result<()>>>) -> anyh
 
 /// Runs until SIGINT/SIGTERM, the end of the sink's output, or an error.
 pub async fn run(
-    args: &TraceArgs,
+    config: &TraceConfig,
     listen: Option<SocketAddr>,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<Summary> {
     let listener = listen.map(bind).transpose()?;
     let metrics = Arc::new(Metrics::new()?);
-    let config = args.probe_config();
-    let (probe, ring) = Probe::load(&config).context("starting the kernel probe")?;
+    let (probe, ring) = Probe::load(&config.probe).context("starting the kernel probe")?;
     log::info!("attached: {}", probe.attached().join(", "));
     for spec in PROGRAMS {
         let attached = probe.attached().contains(&spec.program);
@@ -131,7 +130,7 @@ pub async fn run(
             .with_label_values(&[spec.program])
             .set(i64::from(attached));
     }
-    metrics.tracked_limit.set(i64::from(args.max_connections));
+    metrics.tracked_limit.set(i64::from(config.max_connections));
     let stats = Arc::new(PipelineStats::default());
     let (tx, mut rx) = mpsc::channel(64);
     let reader = spawn_reader(ring, tx, Arc::clone(&stats));
@@ -142,15 +141,17 @@ pub async fn run(
         signal(SignalKind::user_defined1()).context("installing a SIGUSR1 handler")?;
 
     let (leaks_tx, leaks_rx) = watch::channel(Arc::default());
-    let mut engine = Engine::new(args, Arc::clone(&metrics), leaks_tx);
+    let mut engine = Engine::new(config, Arc::clone(&metrics), leaks_tx);
     // After attaching, so that nothing falls between the dump and the first event.
     // Dumps and owner scans report back here.
     let (done_tx, mut done) = mpsc::channel(4);
-    let filter = config.filter.clone();
-    match tokio::task::spawn_blocking(move || dump(&filter)).await? {
-        Ok(dump) => engine.seeded(dump, &done_tx),
-        Err(err) => log::warn!("no startup seed, only new connections will be seen: {err}"),
-    }
+    let scope = background::DumpScope {
+        filter: config.probe.filter.clone(),
+        netns: config.netns.clone(),
+    };
+    let seed_scope = scope.clone();
+    let seed = tokio::task::spawn_blocking(move || dump(&seed_scope)).await?;
+    engine.seeded(seed, &done_tx);
 
     let (queries_tx, mut queries) = mpsc::channel(16);
     let (stop_server, server_stop) = oneshot::channel::<()>();
@@ -174,7 +175,7 @@ pub async fn run(
     drop(queries_tx);
 
     sink.start()?;
-    let mut reconcile = tokio::time::interval(args.reconcile_interval);
+    let mut reconcile = tokio::time::interval(config.reconcile_interval);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reconcile.tick().await;
     let mut dump_running = false;
@@ -193,7 +194,7 @@ pub async fn run(
             }
             _ = reconcile.tick(), if !dump_running => {
                 dump_running = true;
-                background::spawn_dump(config.filter.clone(), done_tx.clone());
+                background::spawn_dump(scope.clone(), done_tx.clone());
             }
             Some(finished) = done.recv() => match finished {
                 background::Done::Dump(result) => {

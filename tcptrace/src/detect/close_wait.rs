@@ -5,14 +5,20 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
+    sync::Arc,
 };
 
 use serde::Serialize;
 
 use crate::{
-    diag::{owners::OwnerCache, DiagSocket},
+    diag::{
+        cgroup::{parse_cgroup_path, Container, Workload},
+        netns::NamespaceDump,
+        owners::OwnerCache,
+        DiagSocket,
+    },
     state::TcpState,
-    tracker::{Connection, Owner},
+    tracker::{Connection, Owner, SocketKey},
 };
 
 /// A connection in CLOSE_WAIT for longer than the threshold.
@@ -20,6 +26,10 @@ use crate::{
 pub struct StuckCloseWait {
     /// The connection's id in `/api/connections/{id}`.
     pub id: u64,
+    /// The socket's network namespace (inode number).
+    pub netns: u32,
+    /// The socket's cgroup v2 id (0: unknown).
+    pub cgroup_id: u64,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// When it entered CLOSE_WAIT, or when tcptrace first saw it there (CLOCK_MONOTONIC).
@@ -39,19 +49,27 @@ pub struct StuckCloseWait {
     pub event_owner: Option<Owner>,
 }
 
-/// Connections in CLOSE_WAIT for at least `threshold_ns` that the kernel still lists
-/// in CLOSE_WAIT, oldest first. `sockets` is the dump the tracker was just reconciled
-/// with: it gives each socket's inode and unread bytes.
+/// Connections in CLOSE_WAIT for at least `threshold_ns` that their namespace's
+/// kernel still lists in CLOSE_WAIT, oldest first. `dumps` are the namespaces' dumps the
+/// tracker was just reconciled with: they give each socket's inode and unread bytes.
 pub fn find_stuck<'a>(
     connections: impl Iterator<Item = &'a Connection>,
-    sockets: &[DiagSocket],
+    dumps: &[NamespaceDump],
     now_ns: u64,
     threshold_ns: u64,
 ) -> Vec<StuckCloseWait> {
-    let in_kernel: HashMap<(SocketAddr, SocketAddr), &DiagSocket> = sockets
+    let in_kernel: HashMap<SocketKey, &DiagSocket> = dumps
         .iter()
-        .filter(|s| s.state == TcpState::CloseWait && !s.timewait)
-        .map(|s| (s.tuple(), s))
+        .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
+        .filter(|(_, s)| s.state == TcpState::CloseWait && !s.timewait)
+        .map(|(netns, s)| {
+            let key = SocketKey {
+                netns,
+                local: s.local,
+                remote: s.remote,
+            };
+            (key, s)
+        })
         .collect();
     let mut stuck: Vec<StuckCloseWait> = connections
         .filter(|c| c.state() == TcpState::CloseWait)
@@ -60,9 +78,11 @@ pub fn find_stuck<'a>(
             if age_ns < threshold_ns {
                 return None;
             }
-            let socket = in_kernel.get(&conn.tuple())?;
+            let socket = in_kernel.get(&conn.key())?;
             Some(StuckCloseWait {
                 id: conn.id.generation,
+                netns: conn.netns,
+                cgroup_id: conn.cgroup_id,
                 local: conn.local,
                 remote: conn.remote,
                 since_ns: conn.state_since_ns(),
@@ -111,6 +131,17 @@ pub struct LeakOwner {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CloseWaitLeak {
     pub id: u64,
+    /// The socket's network namespace (inode number, as `/proc/PID/ns/net` shows it).
+    pub netns: u32,
+    /// The socket's cgroup v2 path (relative to the v2 mount), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container the socket belongs to, from its cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// The Kubernetes pod's UID, from its cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// RFC 3339.
@@ -141,12 +172,39 @@ pub fn with_owner(stuck: &StuckCloseWait, owners: &OwnerCache) -> Option<LeakOwn
     })
 }
 
+/// Where a leaked socket belongs: its own cgroup when the kernel named it (right even
+/// for a socket no process holds any more), else the cgroup of the process holding it.
+pub fn workload(
+    stuck: &StuckCloseWait,
+    owner: Option<&LeakOwner>,
+    resolve: &mut dyn FnMut(u64) -> Option<Arc<Workload>>,
+) -> Option<Arc<Workload>> {
+    (stuck.cgroup_id != 0)
+        .then(|| resolve(stuck.cgroup_id))
+        .flatten()
+        .or_else(|| {
+            let path = owner?.cgroup.as_deref()?;
+            Some(Arc::new(parse_cgroup_path(path)))
+        })
+}
+
+/// A leaking process as its metric series names it: pid, comm and the container's
+/// short id ("" outside containers).
+pub type ProcessKey = (u32, String, String);
+
 /// Leaks per process, most first; at most `cap` processes, the rest summed under
 /// `None` so that the number of series stays bounded.
-pub fn by_process(leaks: &[CloseWaitLeak], cap: usize) -> Vec<(Option<(u32, String)>, u64)> {
-    let mut counts: HashMap<Option<(u32, String)>, u64> = HashMap::new();
+pub fn by_process(leaks: &[CloseWaitLeak], cap: usize) -> Vec<(Option<ProcessKey>, u64)> {
+    let mut counts: HashMap<Option<ProcessKey>, u64> = HashMap::new();
     for leak in leaks {
-        let key = leak.owner.as_ref().map(|o| (o.pid, o.comm.clone()));
+        let container = leak
+            .container
+            .as_ref()
+            .map_or(String::new(), |c| c.short_id().to_owned());
+        let key = leak
+            .owner
+            .as_ref()
+            .map(|o| (o.pid, o.comm.clone(), container));
         *counts.entry(key).or_default() += 1;
     }
     // Leaks without a known owner go to the "other" bucket too.

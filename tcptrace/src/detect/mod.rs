@@ -14,9 +14,11 @@ pub use self::{
     close_wait::{CloseWaitLeak, LeakOwner, OwnerSource, StuckCloseWait},
     time_wait::{PortPressure, PortRange, RemoteTimeWait, TimeWaitReport},
 };
+use std::sync::Arc;
+
 use crate::{
     clock::{rfc3339, WallClock},
-    diag::owners::OwnerCache,
+    diag::{cgroup::Workload, owners::OwnerCache},
 };
 
 /// The detectors' settings (see `cli::DetectArgs`).
@@ -68,9 +70,11 @@ impl LeakReport {
         }
     }
 
+    /// `resolve` maps a cgroup id to the container and pod it belongs to.
     pub fn new(
         stuck: &[StuckCloseWait],
         owners: &OwnerCache,
+        resolve: &mut dyn FnMut(u64) -> Option<Arc<Workload>>,
         time_wait: TimeWaitReport,
         config: &DetectConfig,
         clock: WallClock,
@@ -78,8 +82,16 @@ impl LeakReport {
     ) -> Self {
         let leaks: Vec<CloseWaitLeak> = stuck
             .iter()
-            .map(|s| CloseWaitLeak {
+            .map(|s| {
+                let owner = close_wait::with_owner(s, owners);
+                let workload = close_wait::workload(s, owner.as_ref(), resolve);
+                let workload = workload.as_deref();
+                CloseWaitLeak {
                 id: s.id,
+                netns: s.netns,
+                cgroup: workload.map(|w| w.cgroup.clone()),
+                container: workload.and_then(|w| w.container.clone()),
+                pod_uid: workload.and_then(|w| w.pod_uid.clone()),
                 local: s.local,
                 remote: s.remote,
                 since: rfc3339(clock.to_system_time(s.since_ns)),
@@ -87,8 +99,8 @@ impl LeakReport {
                 age_is_lower_bound: s.age_is_lower_bound,
                 unread_bytes: s.unread_bytes,
                 eof_read: s.eof_read,
-                owner: close_wait::with_owner(s, owners),
-            })
+                owner,
+            }})
             .collect();
         LeakReport {
             checked_at: Some(rfc3339(clock.to_system_time(now_ns))),

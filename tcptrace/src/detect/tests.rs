@@ -8,10 +8,11 @@ use std::{
 
 use super::{close_wait::*, time_wait::*, *};
 use crate::{
-    diag::{owners::ProcessOwner, DiagSocket},
+    diag::{netns::NamespaceDump, owners::ProcessOwner, DiagSocket},
     event::Comm,
     state::TcpState::{self, *},
-    tracker::{Connection, Owner, TimeWaitLevel},
+    testing::NETNS,
+    tracker::{Connection, Owner},
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -33,7 +34,17 @@ fn socket(state: TcpState, local: &str, remote: &str, inode: u32, recv_queue: u3
         uid: 0,
         recv_queue,
         timewait: state == TimeWait,
+        cgroup_id: None,
     }
+}
+
+/// One dump of namespace [`NETNS`] holding `sockets`.
+fn in_netns(sockets: &[DiagSocket]) -> Vec<NamespaceDump> {
+    vec![NamespaceDump {
+        netns: NETNS,
+        sockets: sockets.to_vec(),
+        port_range: None,
+    }]
 }
 
 fn owner(pid: u32, comm: &str) -> Owner {
@@ -56,7 +67,7 @@ fn close_wait_is_stuck_from_the_threshold_on() {
     );
     let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 77, 5)];
     let threshold = 30 * SECOND;
-    let at = |now| find_stuck([&c].into_iter(), &dump, now, threshold);
+    let at = |now| find_stuck([&c].into_iter(), &in_netns(&dump), now, threshold);
     assert!(
         at(40 * SECOND - 1).is_empty(),
         "one ns short of the threshold"
@@ -66,6 +77,8 @@ fn close_wait_is_stuck_from_the_threshold_on() {
         stuck,
         [StuckCloseWait {
             id: 1,
+            netns: NETNS,
+            cgroup_id: 0,
             local: c.local,
             remote: c.remote,
             since_ns: 10 * SECOND,
@@ -89,7 +102,7 @@ fn only_sockets_the_kernel_still_has_in_close_wait_are_stuck() {
         // b is gone from the kernel (its events are late), c is not in CLOSE_WAIT.
         socket(LastAck, "127.0.0.1:80", "127.0.0.1:50002", 3, 0),
     ];
-    let stuck = find_stuck([&a, &b, &c].into_iter(), &dump, 100 * SECOND, SECOND);
+    let stuck = find_stuck([&a, &b, &c].into_iter(), &in_netns(&dump), 100 * SECOND, SECOND);
     assert_eq!(stuck.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
 }
 
@@ -111,7 +124,7 @@ fn seeded_leaks_are_flagged_with_a_lower_bound_age_oldest_first() {
     ];
     let stuck = find_stuck(
         [&seeded, &watched].into_iter(),
-        &dump,
+        &in_netns(&dump),
         65 * SECOND,
         60 * SECOND,
     );
@@ -130,7 +143,7 @@ fn owners_come_from_proc_first_then_from_the_events() {
     let mut c = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
     c.owner = Some(owner(10, "listener"));
     let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 99, 0)];
-    let stuck = find_stuck([&c].into_iter(), &dump, SECOND, 1);
+    let stuck = find_stuck([&c].into_iter(), &in_netns(&dump), SECOND, 1);
     let mut cache = OwnerCache::default();
     let events_owner = with_owner(&stuck[0], &cache).unwrap();
     assert_eq!(
@@ -161,6 +174,10 @@ fn owners_come_from_proc_first_then_from_the_events() {
 fn leak(id: u64, owner: Option<(u32, &str)>) -> CloseWaitLeak {
     CloseWaitLeak {
         id,
+        netns: NETNS,
+        cgroup: None,
+        container: None,
+        pod_uid: None,
         local: addr("127.0.0.1:80"),
         remote: addr("127.0.0.1:1"),
         since: String::new(),
@@ -192,8 +209,8 @@ fn leaks_per_process_are_capped_with_an_other_bucket() {
     assert_eq!(
         by_process(&leaks, 2),
         [
-            (Some((5, "b".to_owned())), 3),
-            (Some((3, "a".to_owned())), 2),
+            (Some((5, "b".to_owned(), String::new())), 3),
+            (Some((3, "a".to_owned(), String::new())), 2),
             (None, 3),
         ]
     );
@@ -220,10 +237,11 @@ fn the_leak_report_sums_what_an_operator_needs() {
         socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 1, 100),
         socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50001", 2, 0),
     ];
-    let stuck = find_stuck([&a, &b].into_iter(), &dump, 60 * SECOND, 30 * SECOND);
+    let stuck = find_stuck([&a, &b].into_iter(), &in_netns(&dump), 60 * SECOND, 30 * SECOND);
     let report = LeakReport::new(
         &stuck,
         &OwnerCache::default(),
+        &mut |_| None,
         TimeWaitReport::default(),
         &config,
         crate::clock::WallClock::new(),
@@ -286,8 +304,9 @@ fn time_wait_report_keeps_the_top_remotes_and_sums_the_rest() {
     // Outside the range (a server's accepted socket) and a listener: no pressure.
     dump.push(socket(TimeWait, "10.0.0.2:443", "10.0.0.9:5000", 0, 0));
     dump.push(socket(Listen, "0.0.0.0:40009", "0.0.0.0:0", 0, 0));
-    let level = TimeWaitLevel::from_sockets(&dump);
-    let report = TimeWaitReport::new(&level, &dump, range, 2, 0.6);
+    let mut dumps = in_netns(&dump);
+    dumps[0].port_range = Some(range);
+    let report = TimeWaitReport::new(&dumps, 2, 0.6);
     assert_eq!(report.total, 10);
     let remotes: Vec<_> = report
         .top_remotes
@@ -307,4 +326,84 @@ fn time_wait_report_keeps_the_top_remotes_and_sums_the_rest() {
     assert_eq!(pressure, [(80, 5, 1, 0.6, true), (81, 3, 0, 0.3, false)]);
     assert_eq!(report.max_ratio(), 0.6);
     assert_eq!(TimeWaitReport::default().max_ratio(), 0.0);
+}
+
+#[test]
+fn time_wait_is_counted_per_namespace_with_each_namespaces_own_port_range() {
+    // The same tuples in two namespaces; the second has a range of 10 ports.
+    let tw = |port: u16| socket(TimeWait, &format!("127.0.0.1:{port}"), "127.0.0.1:80", 0, 0);
+    let host: Vec<DiagSocket> = (40000..40003).map(tw).collect();
+    let pod: Vec<DiagSocket> = (40000..40005).map(tw).collect();
+    let pod_range = PortRange {
+        low: 40000,
+        high: 40009,
+    };
+    let dumps = vec![
+        NamespaceDump {
+            netns: NETNS,
+            sockets: host,
+            port_range: None,
+        },
+        NamespaceDump {
+            netns: NETNS + 1,
+            sockets: pod,
+            port_range: Some(pod_range),
+        },
+    ];
+    let report = TimeWaitReport::new(&dumps, 10, 0.5);
+    assert_eq!(report.total, 8);
+    assert_eq!(report.in_namespace(NETNS), Some(3));
+    assert_eq!(report.in_namespace(NETNS + 1), Some(5));
+    assert_eq!(report.in_namespace(7), None);
+    assert_eq!(
+        report
+            .namespaces
+            .iter()
+            .map(|n| (n.netns, n.time_wait, n.port_range))
+            .collect::<Vec<_>>(),
+        [
+            (NETNS + 1, 5, pod_range),
+            (NETNS, 3, DEFAULT_PORT_RANGE)
+        ]
+    );
+    let remotes: Vec<_> = report
+        .top_remotes
+        .iter()
+        .map(|r| (r.netns, r.sockets))
+        .collect();
+    assert_eq!(remotes, [(NETNS + 1, 5), (NETNS, 3)], "never merged");
+    let pressure: Vec<_> = report
+        .port_pressure
+        .iter()
+        .map(|p| (p.netns, p.time_wait, p.ratio, p.flagged))
+        .collect();
+    assert_eq!(
+        pressure,
+        [
+            (NETNS + 1, 5, 0.5, true),
+            (NETNS, 3, 3.0 / f64::from(DEFAULT_PORT_RANGE.size()), false)
+        ]
+    );
+}
+
+#[test]
+fn a_leak_is_joined_with_its_own_namespaces_dump_only() {
+    // The same tuple in CLOSE_WAIT in two namespaces; only one is tracked as such.
+    let mut tracked = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
+    tracked.netns = NETNS + 1;
+    let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 5, 0)];
+    // Only the host's dump lists it: the pod's connection is not stuck by it.
+    let stuck = find_stuck([&tracked].into_iter(), &in_netns(&dump), 100 * SECOND, SECOND);
+    assert!(stuck.is_empty());
+    let mut both = in_netns(&dump);
+    both.push(NamespaceDump {
+        netns: NETNS + 1,
+        sockets: vec![socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 6, 0)],
+        port_range: None,
+    });
+    let stuck = find_stuck([&tracked].into_iter(), &both, 100 * SECOND, SECOND);
+    assert_eq!(
+        stuck.iter().map(|s| (s.netns, s.inode)).collect::<Vec<_>>(),
+        [(NETNS + 1, 6)]
+    );
 }

@@ -4,7 +4,9 @@
 //! §4): the startup seed, the periodic reconcile and TIME_WAIT counts; and, through the
 //! socket inode, the process that owns a socket ([`owners`]).
 
+pub mod cgroup;
 mod dump;
+pub mod netns;
 pub mod owners;
 
 use std::net::SocketAddr;
@@ -29,6 +31,8 @@ pub struct DiagSocket {
     /// A timewait mini-socket (TIME_WAIT, or the FIN_WAIT2 substate of an orphan),
     /// not a full socket: its full socket already went →CLOSE.
     pub timewait: bool,
+    /// The socket's cgroup v2 id (INET_DIAG_CGROUP_ID), when the kernel sent it.
+    pub cgroup_id: Option<u64>,
 }
 
 impl DiagSocket {
@@ -43,6 +47,7 @@ impl DiagSocket {
             uid: header.uid,
             recv_queue: header.recv_queue,
             timewait: header.timer == Some(Timer::TimeWait),
+            cgroup_id: None,
         })
     }
 

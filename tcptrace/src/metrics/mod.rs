@@ -55,6 +55,7 @@ pub struct Metrics {
     pub close_wait_unread_bytes: IntGauge,
     pub close_wait_stuck_by_process: IntGaugeVec,
     pub time_wait: IntGauge,
+    pub time_wait_by_netns: IntGaugeVec,
     pub time_wait_by_remote: IntGaugeVec,
     pub port_pressure: GaugeVec,
     pub port_pressure_max: Gauge,
@@ -154,20 +155,24 @@ impl Metrics {
                 "Unread receive-queue bytes held by stuck CLOSE_WAIT connections.",
             )))?,
             close_wait_stuck_by_process: register(&r, IntGaugeVec::new(
-                opts("tcptrace_close_wait_stuck_by_process", "Stuck CLOSE_WAIT connections by owning process (the processes with the most; the rest and unknown owners under pid=\"other\")."),
-                &["pid", "comm"],
+                opts("tcptrace_close_wait_stuck_by_process", "Stuck CLOSE_WAIT connections by owning process and its container's short id (\"\" outside containers); the processes with the most, the rest and unknown owners under pid=\"other\"."),
+                &["pid", "comm", "container"],
             ))?,
             time_wait: register(&r, IntGauge::with_opts(opts(
                 "tcptrace_time_wait_sockets",
-                "TIME_WAIT sockets, as sock_diag counted them at the last reconcile.",
+                "TIME_WAIT sockets in every network namespace, as sock_diag counted them at the last reconcile.",
             )))?,
+            time_wait_by_netns: register(&r, IntGaugeVec::new(
+                opts("tcptrace_time_wait_sockets_by_netns", "TIME_WAIT sockets in the network namespaces (inode numbers) with the most; the rest under netns=\"other\"."),
+                &["netns"],
+            ))?,
             time_wait_by_remote: register(&r, IntGaugeVec::new(
-                opts("tcptrace_time_wait_sockets_by_remote", "TIME_WAIT sockets toward the remote endpoints with the most; the rest under remote=\"other\"."),
-                &["remote"],
+                opts("tcptrace_time_wait_sockets_by_remote", "TIME_WAIT sockets toward the (namespace, remote endpoint) pairs with the most; the rest under remote=\"other\"."),
+                &["netns", "remote"],
             ))?,
             port_pressure: register(&r, GaugeVec::new(
-                opts("tcptrace_ephemeral_port_pressure_ratio", "Share of the ephemeral port range in use (TIME_WAIT and live sockets) from one local address toward one remote endpoint, for the most used pairs."),
-                &["local_address", "remote"],
+                opts("tcptrace_ephemeral_port_pressure_ratio", "Share of the namespace's ephemeral port range in use (TIME_WAIT and live sockets) from one local address toward one remote endpoint, for the most used pairs."),
+                &["netns", "local_address", "remote"],
             ))?,
             port_pressure_max: register(&r, Gauge::with_opts(opts(
                 "tcptrace_ephemeral_port_pressure_max_ratio",
@@ -175,7 +180,7 @@ impl Metrics {
             )))?,
             port_range_size: register(&r, IntGauge::with_opts(opts(
                 "tcptrace_ephemeral_ports",
-                "Ports in net.ipv4.ip_local_port_range.",
+                "Ports in net.ipv4.ip_local_port_range of tcptrace's own network namespace.",
             )))?,
             events: register(&r, IntCounterVec::new(
                 opts("tcptrace_events_total", "Events received from the kernel, by kind."),

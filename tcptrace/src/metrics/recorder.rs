@@ -14,6 +14,9 @@ use crate::{
     tracker::{classify, Applied, CloseKind, Connection, Direction, Tracker},
 };
 
+/// Namespaces with their own TIME_WAIT series unless told otherwise.
+const DEFAULT_TOP_NAMESPACES: usize = 10;
+
 /// Kernel state numbers go up to 12.
 const STATES: usize = 13;
 
@@ -28,8 +31,13 @@ pub struct EventRecorder {
     opened: [Option<IntCounter>; 3],
     closed: [Option<IntCounter>; CloseKind::ALL.len()],
     leak_processes: SeriesSet,
+    time_wait_namespaces: SeriesSet,
     time_wait_remotes: SeriesSet,
     port_pressure: SeriesSet,
+    /// How many namespaces get their own TIME_WAIT series (`--top-remotes`).
+    top_remotes: usize,
+    /// tcptrace's own namespace, whose port range `tcptrace_ephemeral_ports` shows.
+    own_netns: Option<u32>,
 }
 
 fn cached<T: Clone>(slot: &mut Option<T>, make: impl FnOnce() -> T) -> &T {
@@ -45,6 +53,13 @@ fn state_label(state: Option<TcpState>) -> &'static str {
 }
 
 impl EventRecorder {
+    /// At most `top` namespaces get their own TIME_WAIT series; the rest are summed
+    /// under `netns="other"`.
+    pub fn with_top_namespaces(mut self, top: usize) -> Self {
+        self.top_remotes = top;
+        self
+    }
+
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
@@ -55,8 +70,11 @@ impl EventRecorder {
             opened: [None, None, None],
             closed: std::array::from_fn(|_| None),
             leak_processes: SeriesSet::default(),
+            time_wait_namespaces: SeriesSet::default(),
             time_wait_remotes: SeriesSet::default(),
             port_pressure: SeriesSet::default(),
+            top_remotes: DEFAULT_TOP_NAMESPACES,
+            own_netns: crate::diag::netns::own_netns().ok(),
         }
     }
 
@@ -206,8 +224,8 @@ impl EventRecorder {
                 .into_iter()
                 .map(|(process, count)| {
                     let labels = match process {
-                        Some((pid, comm)) => vec![pid.to_string(), comm],
-                        None => vec![OTHER.to_owned(), OTHER.to_owned()],
+                        Some((pid, comm, container)) => vec![pid.to_string(), comm, container],
+                        None => vec![OTHER.to_owned(), OTHER.to_owned(), OTHER.to_owned()],
                     };
                     (labels, count as i64)
                 }),
@@ -215,26 +233,44 @@ impl EventRecorder {
 
         let tw = &report.time_wait;
         m.time_wait.set(tw.total as i64);
-        let other = (tw.other > 0).then(|| (vec![OTHER.to_owned()], tw.other as i64));
+        let top = self.top_remotes;
+        let shown: u64 = tw.namespaces.iter().take(top).map(|n| n.time_wait).sum();
+        let other_namespaces = (tw.total > shown)
+            .then(|| (vec![OTHER.to_owned()], (tw.total - shown) as i64));
+        self.time_wait_namespaces.replace(
+            &m.time_wait_by_netns,
+            tw.namespaces
+                .iter()
+                .take(top)
+                .map(|n| (vec![n.netns.to_string()], n.time_wait as i64))
+                .chain(other_namespaces),
+        );
+        let other = (tw.other > 0)
+            .then(|| (vec![OTHER.to_owned(), OTHER.to_owned()], tw.other as i64));
         self.time_wait_remotes.replace(
             &m.time_wait_by_remote,
             tw.top_remotes
                 .iter()
-                .map(|r| (vec![r.remote.to_string()], r.sockets as i64))
+                .map(|r| (vec![r.netns.to_string(), r.remote.to_string()], r.sockets as i64))
                 .chain(other),
         );
         self.port_pressure.replace(
             &m.port_pressure,
             tw.port_pressure.iter().map(|p| {
                 (
-                    vec![p.local_address.to_string(), p.remote.to_string()],
+                    vec![
+                        p.netns.to_string(),
+                        p.local_address.to_string(),
+                        p.remote.to_string(),
+                    ],
                     p.ratio,
                 )
             }),
         );
         m.port_pressure_max.set(tw.max_ratio());
-        if let Some(range) = tw.port_range {
-            m.port_range_size.set(i64::from(range.size()));
+        let own = tw.namespaces.iter().find(|n| Some(n.netns) == self.own_netns);
+        if let Some(own) = own {
+            m.port_range_size.set(i64::from(own.port_range.size()));
         }
     }
 }

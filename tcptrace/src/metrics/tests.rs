@@ -8,6 +8,7 @@ use crate::{
         CloseWaitLeak, LeakOwner, LeakReport, OwnerSource, PortPressure, RemoteTimeWait,
         TimeWaitReport,
     },
+    diag::cgroup::{Container, Runtime},
     event::EventKind,
     probe::KernelCounters,
     state::TcpState::*,
@@ -180,6 +181,13 @@ fn a_client_and_server_lifecycle_counts_exactly() {
 fn leak(id: u64, pid: u32) -> CloseWaitLeak {
     CloseWaitLeak {
         id,
+        netns: 1,
+        cgroup: None,
+        container: (pid == 42).then(|| Container {
+            id: "ab".repeat(32),
+            runtime: Runtime::Containerd,
+        }),
+        pod_uid: None,
         local: "127.0.0.1:80".parse().unwrap(),
         remote: "127.0.0.1:1".parse().unwrap(),
         since: String::new(),
@@ -210,6 +218,7 @@ fn endpoint_and_process_labels_stay_capped() {
     // 10 shown remotes plus other, as the detector hands them over.
     report.time_wait.top_remotes = (0..10)
         .map(|i| RemoteTimeWait {
+            netns: 1,
             remote: remote(i),
             sockets: 100 - u64::from(i),
         })
@@ -218,6 +227,7 @@ fn endpoint_and_process_labels_stay_capped() {
     report.time_wait.total = 5955;
     report.time_wait.port_pressure = (0..10)
         .map(|i| PortPressure {
+            netns: 1,
             local_address: "10.1.1.1".parse().unwrap(),
             remote: remote(i),
             time_wait: 10,
@@ -236,7 +246,7 @@ fn endpoint_and_process_labels_stay_capped() {
         sample(
             &text,
             "tcptrace_close_wait_stuck_by_process",
-            "comm=\"other\",pid=\"other\""
+            "comm=\"other\",container=\"other\",pid=\"other\""
         ),
         Some(80.0)
     );
@@ -246,7 +256,7 @@ fn endpoint_and_process_labels_stay_capped() {
         sample(
             &text,
             "tcptrace_time_wait_sockets_by_remote",
-            "remote=\"other\""
+            "netns=\"other\",remote=\"other\""
         ),
         Some(5000.0)
     );
@@ -254,7 +264,7 @@ fn endpoint_and_process_labels_stay_capped() {
         sample(
             &text,
             "tcptrace_time_wait_sockets_by_remote",
-            "remote=\"10.0.0.0:443\""
+            "netns=\"1\",remote=\"10.0.0.0:443\""
         ),
         Some(100.0)
     );
@@ -269,6 +279,7 @@ fn endpoint_and_process_labels_stay_capped() {
         },
         time_wait: TimeWaitReport {
             top_remotes: vec![RemoteTimeWait {
+                netns: 1,
                 remote: remote(500),
                 sockets: 3,
             }],
@@ -284,7 +295,7 @@ fn endpoint_and_process_labels_stay_capped() {
         sample(
             &text,
             "tcptrace_close_wait_stuck_by_process",
-            "comm=\"p42\",pid=\"42\""
+            "comm=\"p42\",container=\"ababababab\",pid=\"42\""
         ),
         Some(1.0)
     );
@@ -299,10 +310,9 @@ fn endpoint_and_process_labels_stay_capped() {
 #[test]
 fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
     use crate::{
-        detect::{PortRange, TimeWaitReport},
-        diag::DiagSocket,
+        detect::{time_wait::MAX_TIME_WAIT_REMOTES, TimeWaitReport},
+        diag::{netns::NamespaceDump, DiagSocket},
         state::TcpState,
-        tracker::{TimeWaitLevel, MAX_TIME_WAIT_REMOTES},
     };
     const REMOTES: u32 = 100_000;
     let sockets: Vec<DiagSocket> = (0..REMOTES)
@@ -314,22 +324,24 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
             uid: 0,
             recv_queue: 0,
             timewait: true,
+            cgroup_id: None,
         })
         .collect();
-    let level = TimeWaitLevel::from_sockets(&sockets);
-    assert_eq!(level.by_remote.len(), MAX_TIME_WAIT_REMOTES);
-    assert_eq!(
-        level.other,
-        u64::from(REMOTES) - MAX_TIME_WAIT_REMOTES as u64
-    );
-    let range = PortRange {
-        low: 32768,
-        high: 60999,
-    };
+    let dumps = [NamespaceDump {
+        netns: 1,
+        sockets,
+        port_range: None,
+    }];
     let report = LeakReport {
-        time_wait: TimeWaitReport::new(&level, &sockets, range, 10, 0.5),
+        time_wait: TimeWaitReport::new(&dumps, 10, 0.5),
         ..LeakReport::default()
     };
+    assert_eq!(
+        report.time_wait.other,
+        u64::from(REMOTES) - 10,
+        "beyond {MAX_TIME_WAIT_REMOTES} remotes counted in other while counting, the rest \
+         beyond the top 10 after"
+    );
     let mut recorder = recorder();
     recorder.record_leaks(&report);
     let text = recorder.metrics().render();
@@ -339,7 +351,7 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
         sample(
             &text,
             "tcptrace_time_wait_sockets_by_remote",
-            "remote=\"other\""
+            "netns=\"other\",remote=\"other\""
         ),
         Some(f64::from(REMOTES - 10))
     );

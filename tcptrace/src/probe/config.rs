@@ -26,6 +26,8 @@ pub struct KernelFilter {
     pub ports: Vec<u16>,
     /// Keep only this family (None: both).
     pub family: Option<Family>,
+    /// Keep only sockets in the network namespace with this inode number (None: all).
+    pub netns: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,6 +70,11 @@ impl KernelFilter {
     pub fn family_global(&self) -> u16 {
         self.family.map_or(0, Family::kernel_value)
     }
+
+    /// The value of the eBPF global `FILTER_NETNS` (0: every namespace).
+    pub fn netns_global(&self) -> u32 {
+        self.netns.unwrap_or(0)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +114,7 @@ mod tests {
         let filter = KernelFilter {
             ports: vec![80, 443],
             family: None,
+            netns: None,
         };
         let (ports, count) = filter.port_globals();
         assert_eq!(count, 2);
@@ -120,6 +128,7 @@ mod tests {
         let v6 = KernelFilter {
             ports: vec![],
             family: Some(Family::V6),
+            netns: None,
         };
         assert_eq!(v6.family_global(), 10);
         assert_eq!(
@@ -137,11 +146,13 @@ mod tests {
         let filter = KernelFilter {
             ports: (1..=9).collect(),
             family: None,
+            netns: None,
         };
         assert_eq!(filter.validate(), Err(FilterError::TooManyPorts(9)));
         let filter = KernelFilter {
             ports: (1..=8).collect(),
             family: None,
+            netns: None,
         };
         assert_eq!(filter.validate(), Ok(()));
     }
@@ -152,6 +163,7 @@ mod tests {
         let filter = KernelFilter {
             ports: vec![8080],
             family: Some(Family::V4),
+            netns: None,
         };
         assert!(filter.matches(a("127.0.0.1:8080"), a("127.0.0.1:50000")));
         assert!(filter.matches(a("127.0.0.1:50000"), a("10.0.0.1:8080")));

@@ -129,10 +129,14 @@ impl Probe {
 
         let (ports, port_count) = config.filter.port_globals();
         let family = config.filter.family_global();
+        let netns = config.filter.netns_global();
+        let offsets = super::btf::kernel_offsets()?;
         let mut ebpf = EbpfLoader::new()
             .override_global("FILTER_PORTS", &ports, true)
             .override_global("FILTER_PORT_COUNT", &port_count, true)
             .override_global("FILTER_FAMILY", &family, true)
+            .override_global("FILTER_NETNS", &netns, true)
+            .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes(), true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(OBJECT)?;

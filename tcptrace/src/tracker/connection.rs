@@ -9,6 +9,27 @@ use crate::{
     state::TcpState,
 };
 
+/// Where a socket is: its network namespace (inode number, as `/proc/PID/ns/net` shows
+/// it) and its 4-tuple. Two namespaces can hold the same 4-tuple at once (127.0.0.1:8080
+/// in every pod), so every index of sockets is keyed by all three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct SocketKey {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl SocketKey {
+    /// The other end's key when it is in namespace `netns`.
+    pub fn reversed_in(&self, netns: u32) -> SocketKey {
+        SocketKey {
+            netns,
+            local: self.remote,
+            remote: self.local,
+        }
+    }
+}
+
 /// A connection's identity: the socket address plus a generation number unique in this
 /// daemon's lifetime, so that a reused skaddr starts a new connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -91,6 +112,12 @@ pub const MAX_STEPS: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Connection {
     pub id: ConnId,
+    /// The socket's network namespace (inode number; 0 when the kernel side could not
+    /// read it).
+    pub netns: u32,
+    /// The socket's own cgroup v2 id (the creating process's cgroup, right even for
+    /// transitions made in softirq); 0 when unknown.
+    pub cgroup_id: u64,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub direction: Direction,
@@ -109,9 +136,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The 4-tuple as (local, remote).
-    pub fn tuple(&self) -> (SocketAddr, SocketAddr) {
-        (self.local, self.remote)
+    /// Its namespace and 4-tuple.
+    pub fn key(&self) -> SocketKey {
+        SocketKey {
+            netns: self.netns,
+            local: self.local,
+            remote: self.remote,
+        }
     }
 
     pub fn state(&self) -> TcpState {

@@ -1,11 +1,9 @@
-//! The bounded ring of finished timelines, indexed by id and by 4-tuple so that
+//! The bounded ring of finished timelines, indexed by id and by namespace and 4-tuple so that
 //! pairing and printing do not scan it.
 
-use std::{collections::VecDeque, net::SocketAddr};
+use std::collections::VecDeque;
 
-use super::connection::{ConnId, Connection};
-
-type Tuple = (SocketAddr, SocketAddr);
+use super::connection::{ConnId, Connection, SocketKey};
 
 pub(super) struct FinishedRing {
     entries: VecDeque<Connection>,
@@ -13,9 +11,9 @@ pub(super) struct FinishedRing {
     /// Sequence number of `entries[0]`; entry `i` has `first_seq + i`.
     first_seq: u64,
     by_id: super::Map<ConnId, u64>,
-    /// The latest finished connection with each 4-tuple (tuples recur across
-    /// generations: a port is reused after TIME_WAIT).
-    by_tuple: super::Map<Tuple, u64>,
+    /// The latest finished connection with each namespace and 4-tuple (tuples recur
+    /// across generations: a port is reused after TIME_WAIT).
+    by_key: super::Map<SocketKey, u64>,
 }
 
 impl FinishedRing {
@@ -25,7 +23,7 @@ impl FinishedRing {
             capacity,
             first_seq: 0,
             by_id: Default::default(),
-            by_tuple: Default::default(),
+            by_key: Default::default(),
         }
     }
 
@@ -36,14 +34,14 @@ impl FinishedRing {
         if self.entries.len() == self.capacity {
             let oldest = self.entries.pop_front().expect("full");
             self.by_id.remove(&oldest.id);
-            if self.by_tuple.get(&oldest.tuple()) == Some(&self.first_seq) {
-                self.by_tuple.remove(&oldest.tuple());
+            if self.by_key.get(&oldest.key()) == Some(&self.first_seq) {
+                self.by_key.remove(&oldest.key());
             }
             self.first_seq += 1;
         }
         let seq = self.first_seq + self.entries.len() as u64;
         self.by_id.insert(conn.id, seq);
-        self.by_tuple.insert(conn.tuple(), seq);
+        self.by_key.insert(conn.key(), seq);
         self.entries.push_back(conn);
     }
 
@@ -56,8 +54,8 @@ impl FinishedRing {
         self.at(*self.by_id.get(&id)?)
     }
 
-    pub fn by_tuple(&self, tuple: Tuple) -> Option<&Connection> {
-        self.at(*self.by_tuple.get(&tuple)?)
+    pub fn by_key(&self, key: SocketKey) -> Option<&Connection> {
+        self.at(*self.by_key.get(&key)?)
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Connection> {

@@ -19,7 +19,7 @@ mod tests;
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step};
+pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step};
 pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, Lifecycle};
-pub use reconcile::{ReconcileReport, TimeWaitLevel, MAX_TIME_WAIT_REMOTES};
+pub use reconcile::{KernelSocket, ReconcileReport, Snapshot};
 pub use table::{Applied, Listener, Tracker, TrackerStats};

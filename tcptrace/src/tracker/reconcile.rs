@@ -1,144 +1,157 @@
 //! Seeding from and reconciling with sock_diag: the kernel's list of sockets is the
 //! truth for what exists; the event stream only for what happened.
+//!
+//! A dump lists one network namespace (DESIGN.md §7), so the daemon dumps each one and
+//! hands over a [`Snapshot`] of all of them: a connection is judged only against its own
+//! namespace's list, never against another's.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
 use super::{
-    connection::{Connection, Direction},
-    Tracker,
+    connection::{Connection, Direction, SocketKey},
+    Map, Set, Tracker,
 };
-use crate::{diag::DiagSocket, state::TcpState};
+use crate::state::TcpState;
 
-/// The most remote endpoints whose TIME_WAIT counts are kept apart; the rest are
-/// summed in `other`.
-pub const MAX_TIME_WAIT_REMOTES: usize = 4096;
-
-/// TIME_WAIT sockets as sock_diag counted them (never inferred from a timer).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TimeWaitLevel {
-    pub total: u64,
-    pub by_remote: BTreeMap<SocketAddr, u64>,
-    /// TIME_WAIT sockets toward remotes beyond the first `MAX_TIME_WAIT_REMOTES`.
-    pub other: u64,
+/// A full socket the kernel lists (listeners included, timewait mini-sockets not), as
+/// the tracker needs it: the daemon converts each sock_diag dump into these once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSocket {
+    pub key: SocketKey,
+    pub state: TcpState,
+    /// The socket's cgroup v2 id when the dump gave it, else 0.
+    pub cgroup_id: u64,
 }
 
-impl TimeWaitLevel {
-    pub fn from_sockets<'a>(sockets: impl IntoIterator<Item = &'a DiagSocket>) -> Self {
-        let mut level = Self::default();
-        for socket in sockets {
-            if socket.state != TcpState::TimeWait {
-                continue;
-            }
-            level.total += 1;
-            let full = level.by_remote.len() >= MAX_TIME_WAIT_REMOTES;
-            match level.by_remote.get_mut(&socket.remote) {
-                Some(count) => *count += 1,
-                None if full => level.other += 1,
-                None => {
-                    level.by_remote.insert(socket.remote, 1);
-                }
-            }
-        }
-        level
+/// The kernel's sockets in every namespace tcptrace could dump, as of one pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub sockets: Vec<KernelSocket>,
+    /// Namespaces whose sockets are all in `sockets`: the truth for what exists there.
+    pub dumped: Set<u32>,
+    /// Namespaces that exist but could not be dumped: nothing in them is judged.
+    pub unreachable: Set<u32>,
+    /// When the pass began (CLOCK_MONOTONIC): events after it are newer than it.
+    pub started_ns: u64,
+}
+
+impl Snapshot {
+    /// Whether the snapshot tells what exists in `netns`.
+    fn judges(&self, netns: u32) -> bool {
+        self.dumped.contains(&netns)
+    }
+
+    /// Whether `netns` is gone: neither dumped nor known to exist. Namespace 0 (the
+    /// kernel side could not read it) is never judged gone.
+    fn is_gone(&self, netns: u32) -> bool {
+        netns != 0 && !self.dumped.contains(&netns) && !self.unreachable.contains(&netns)
     }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReconcileReport {
-    /// Tracked connections the kernel no longer has.
+    /// Tracked connections the kernel no longer has (their namespace's gone ones
+    /// included).
     pub closed: u64,
+    /// Of `closed`, those whose whole namespace is gone.
+    pub closed_with_namespace: u64,
     /// Kernel sockets no event had shown.
     pub added: u64,
     /// Connections whose tracked state was not the kernel's.
     pub state_fixed: u64,
-    pub time_wait: u64,
 }
 
-/// A full socket that belongs in the connection table (not a listener, not a timewait
-/// mini-socket).
-fn is_connection(socket: &DiagSocket) -> bool {
-    !socket.timewait && !matches!(socket.state, TcpState::Listen | TcpState::Close)
+/// A full socket that belongs in the connection table (not a listener).
+fn is_connection(socket: &KernelSocket) -> bool {
+    !matches!(socket.state, TcpState::Listen | TcpState::Close)
 }
 
 impl Tracker {
     /// At startup: every existing socket enters the table, marked "seen since start"
     /// (its age is unknown).
-    pub fn seed(&mut self, sockets: &[DiagSocket], now_ns: u64) -> ReconcileReport {
-        let report = self.compare(sockets, now_ns, now_ns);
+    pub fn seed(&mut self, snapshot: &Snapshot, now_ns: u64) -> ReconcileReport {
+        let report = self.compare(snapshot, now_ns);
         self.stats.seeded += report.added;
         self.stats.reconcile_closed += report.closed;
         self.stats.reconcile_state_fixed += report.state_fixed;
         report
     }
 
-    /// Corrects drift against a dump that started at `dump_started_ns`: connections
-    /// the kernel no longer has are closed (their →CLOSE was lost), sockets we did not
-    /// know are added (their opening was lost). Anything with an event since the dump
-    /// started is left alone: the event is newer than the dump.
-    pub fn reconcile(
-        &mut self,
-        sockets: &[DiagSocket],
-        dump_started_ns: u64,
-        now_ns: u64,
-    ) -> ReconcileReport {
-        let report = self.compare(sockets, dump_started_ns, now_ns);
+    /// Corrects drift: connections their namespace's dump no longer lists are closed
+    /// (their →CLOSE was lost), as are those of a namespace that is gone; sockets we did
+    /// not know are added (their opening was lost). Anything with an event since the
+    /// pass started is left alone: the event is newer than the dump.
+    pub fn reconcile(&mut self, snapshot: &Snapshot, now_ns: u64) -> ReconcileReport {
+        let report = self.compare(snapshot, now_ns);
         self.stats.reconcile_added += report.added;
         self.stats.reconcile_closed += report.closed;
         self.stats.reconcile_state_fixed += report.state_fixed;
         report
     }
 
-    fn compare(
-        &mut self,
-        sockets: &[DiagSocket],
-        dump_started_ns: u64,
-        now_ns: u64,
-    ) -> ReconcileReport {
-        self.time_wait = TimeWaitLevel::from_sockets(sockets);
-        let present: super::Map<(SocketAddr, SocketAddr), TcpState> = sockets
+    fn compare(&mut self, snapshot: &Snapshot, now_ns: u64) -> ReconcileReport {
+        let started_ns = snapshot.started_ns;
+        let present: Map<SocketKey, TcpState> = snapshot
+            .sockets
             .iter()
             .filter(|s| is_connection(s))
-            .map(|s| (s.tuple(), s.state))
+            .map(|s| (s.key, s.state))
             .collect();
         let stale = |c: &Connection| {
-            c.last_activity_ns < dump_started_ns && !present.contains_key(&c.tuple())
+            c.last_activity_ns < started_ns
+                && if snapshot.judges(c.netns) {
+                    !present.contains_key(&c.key())
+                } else {
+                    snapshot.is_gone(c.netns)
+                }
         };
         let gone_bound: Vec<u64> = self
             .bound()
             .filter(|c| stale(c))
             .map(|c| c.id.skaddr)
             .collect();
-        let gone_unbound: Vec<_> = self
+        let gone_unbound: Vec<SocketKey> = self
             .unbound
             .values()
             .filter(|c| stale(c))
-            .map(Connection::tuple)
+            .map(Connection::key)
             .collect();
         let mut vanished: Vec<Connection> = gone_bound
             .into_iter()
             .filter_map(|sk| self.remove_live(sk))
             .collect();
-        vanished.extend(gone_unbound.iter().filter_map(|t| self.unbound.remove(t)));
+        vanished.extend(gone_unbound.iter().filter_map(|k| self.unbound.remove(k)));
         let mut report = ReconcileReport {
-            time_wait: self.time_wait.total,
             closed: vanished.len() as u64,
+            closed_with_namespace: vanished
+                .iter()
+                .filter(|c| snapshot.is_gone(c.netns))
+                .count() as u64,
             ..ReconcileReport::default()
         };
         // A listener whose LISTEN→CLOSE was lost would stay forever.
-        let listening: super::Set<SocketAddr> = sockets
+        let listening: Set<(u32, SocketAddr)> = snapshot
+            .sockets
             .iter()
             .filter(|s| s.state == TcpState::Listen)
-            .map(|s| s.local)
+            .map(|s| (s.key.netns, s.key.local))
             .collect();
-        self.forget_listeners(|l| l.since_ns < dump_started_ns && !listening.contains(&l.local));
+        self.forget_listeners(|l| {
+            l.since_ns < started_ns
+                && if snapshot.judges(l.netns) {
+                    !listening.contains(&(l.netns, l.local))
+                } else {
+                    snapshot.is_gone(l.netns)
+                }
+        });
         // A lost transition leaves a connection in a state the kernel left: take the
         // kernel's (a missed →CLOSE_WAIT would otherwise hide a leak for good).
         for conn in self.live_mut() {
-            let kernel_state = present.get(&conn.tuple()).copied();
-            if let Some(state) = kernel_state
-                .filter(|s| *s != conn.state() && conn.last_activity_ns < dump_started_ns)
+            let kernel_state = present.get(&conn.key()).copied();
+            if let Some(state) =
+                kernel_state.filter(|s| *s != conn.state() && conn.last_activity_ns < started_ns)
             {
                 conn.push_step(state, now_ns);
                 report.state_fixed += 1;
@@ -150,25 +163,26 @@ impl Tracker {
             self.retire(conn);
         }
 
-        let known: super::Set<(SocketAddr, SocketAddr)> = self
+        let known: Set<SocketKey> = self
             .live()
-            .map(Connection::tuple)
+            .map(Connection::key)
             .chain(
                 self.finished
                     .iter()
-                    .filter(|c| c.last_activity_ns >= dump_started_ns)
-                    .map(Connection::tuple),
+                    .filter(|c| c.last_activity_ns >= started_ns)
+                    .map(Connection::key),
             )
             .collect();
-        for socket in sockets.iter().filter(|s| is_connection(s)) {
-            if known.contains(&socket.tuple()) {
+        for socket in snapshot.sockets.iter().filter(|s| is_connection(s)) {
+            if known.contains(&socket.key) {
                 continue;
             }
             self.make_room();
             let mut conn =
-                self.new_connection(0, socket.tuple(), Direction::Unknown, socket.state, now_ns);
+                self.new_connection(0, socket.key, Direction::Unknown, socket.state, now_ns);
             conn.seen_since_start = true;
-            self.unbound.insert(socket.tuple(), conn);
+            conn.cgroup_id = socket.cgroup_id;
+            self.unbound.insert(socket.key, conn);
             report.added += 1;
         }
         report

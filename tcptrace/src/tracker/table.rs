@@ -1,11 +1,14 @@
 //! The bounded table of live connections and listeners, and the ring of finished ones.
 
-use std::{hash::BuildHasher as _, net::SocketAddr};
+use std::{
+    hash::BuildHasher as _,
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::Serialize;
 
 use super::{
-    connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Step},
+    connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step},
     finished::FinishedRing,
     rfc793, Map,
 };
@@ -17,10 +20,14 @@ use crate::{
 /// How long after its →CLOSE a RST still belongs to a finished connection.
 const LATE_MARK_WINDOW_NS: u64 = 100_000_000;
 
+/// Addresses remembered as owned by a namespace, for pairing ends across namespaces.
+const MAX_ADDRESS_OWNERS: usize = 65_536;
+
 /// A listening socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Listener {
-    pub local: std::net::SocketAddr,
+    pub netns: u32,
+    pub local: SocketAddr,
     pub owner: Option<Owner>,
     pub since_ns: u64,
 }
@@ -64,16 +71,18 @@ pub struct Tracker {
     /// Connections by kernel address. Change it only through `insert_live` and
     /// `remove_live`, which keep `live_by_tuple` in step.
     live: Map<u64, Connection>,
-    /// skaddr of the live connection with each 4-tuple, once its local port is known,
-    /// keyed by the tuple's 64-bit hash: 16 bytes an entry instead of 72. A lookup
-    /// checks the connection's tuple, so a collision can only miss, never mislead.
-    live_by_tuple: Map<u64, u64>,
-    tuple_hasher: foldhash::fast::RandomState,
+    /// skaddr of the live connection with each namespace and 4-tuple, once its local
+    /// port is known, keyed by the key's 64-bit hash: 16 bytes an entry instead of 76. A
+    /// lookup checks the connection's key, so a collision can only miss, never mislead.
+    live_by_key: Map<u64, u64>,
+    key_hasher: foldhash::fast::RandomState,
     /// Connections seen by sock_diag but not yet by an event: no kernel address yet,
-    /// keyed by (local, remote) until their next transition names their skaddr.
-    pub(super) unbound: Map<(SocketAddr, SocketAddr), Connection>,
-    pub(super) time_wait: super::reconcile::TimeWaitLevel,
+    /// keyed by namespace and 4-tuple until their next transition names their skaddr.
+    pub(super) unbound: Map<SocketKey, Connection>,
     listeners: Map<u64, Listener>,
+    /// The namespace each routable local address was last seen in, from opening events:
+    /// where to look for the other end of a connection between two namespaces.
+    address_owners: Map<IpAddr, u32>,
     pub(super) finished: FinishedRing,
     pub(super) max_connections: usize,
     next_generation: u64,
@@ -86,11 +95,11 @@ impl Tracker {
     pub fn new(max_connections: usize, max_finished: usize) -> Self {
         Self {
             live: Map::default(),
-            live_by_tuple: Map::default(),
-            tuple_hasher: Default::default(),
+            live_by_key: Map::default(),
+            key_hasher: Default::default(),
             unbound: Map::default(),
-            time_wait: Default::default(),
             listeners: Map::default(),
+            address_owners: Map::default(),
             finished: FinishedRing::new(max_finished),
             max_connections: max_connections.max(1),
             next_generation: 1,
@@ -111,27 +120,55 @@ impl Tracker {
         self.live.len() + self.unbound.len()
     }
 
-    /// The TIME_WAIT level as of the last sock_diag reconcile.
-    pub fn time_wait(&self) -> &super::reconcile::TimeWaitLevel {
-        &self.time_wait
-    }
-
     /// The other end of `conn` when both ends are on this host: the connection whose
-    /// local and remote addresses are `conn`'s remote and local. Live ends first, then
-    /// the latest finished one. O(1): indexed by 4-tuple.
+    /// local and remote addresses are `conn`'s remote and local, in the same namespace,
+    /// or, for a routable remote address (two pods over veth), in the namespace that
+    /// address was last seen in. A loopback peer is always in the same namespace: two
+    /// namespaces' 127.0.0.1 are different hosts. Live ends first, then the latest
+    /// finished one. O(1): indexed by namespace and 4-tuple.
     pub fn partner(&self, conn: &Connection) -> Option<&Connection> {
-        let wanted = (conn.remote, conn.local);
-        self.live_by_tuple
-            .get(&self.tuple_key(wanted))
-            .and_then(|sk| self.live.get(sk))
-            .filter(|other| other.tuple() == wanted)
-            .or_else(|| self.unbound.get(&wanted))
-            .or_else(|| self.finished.by_tuple(wanted))
+        let key = conn.key();
+        self.end_at(key.reversed_in(conn.netns))
+            .or_else(|| {
+                let ip = conn.remote.ip();
+                if ip.is_loopback() || ip.is_unspecified() {
+                    return None;
+                }
+                let netns = *self.address_owners.get(&ip)?;
+                (netns != conn.netns)
+                    .then(|| self.end_at(key.reversed_in(netns)))
+                    .flatten()
+            })
             .filter(|other| other.id != conn.id)
     }
 
-    fn tuple_key(&self, tuple: (SocketAddr, SocketAddr)) -> u64 {
-        self.tuple_hasher.hash_one(tuple)
+    /// The live, else latest finished, connection with `key`.
+    fn end_at(&self, key: SocketKey) -> Option<&Connection> {
+        self.live_by_key
+            .get(&self.hash_key(key))
+            .and_then(|sk| self.live.get(sk))
+            .filter(|other| other.key() == key)
+            .or_else(|| self.unbound.get(&key))
+            .or_else(|| self.finished.by_key(key))
+    }
+
+    fn hash_key(&self, key: SocketKey) -> u64 {
+        self.key_hasher.hash_one(key)
+    }
+
+    /// Remembers that `local`'s address is `netns`'s, when routable.
+    fn learn_address(&mut self, netns: u32, local: SocketAddr) {
+        let ip = local.ip();
+        if ip.is_loopback() || ip.is_unspecified() {
+            return;
+        }
+        if self.address_owners.len() >= MAX_ADDRESS_OWNERS && !self.address_owners.contains_key(&ip)
+        {
+            // Bounded: start over rather than grow (only pairing across namespaces
+            // depends on it, and it relearns from the next openings).
+            self.address_owners.clear();
+        }
+        self.address_owners.insert(ip, netns);
     }
 
     /// A finished connection still in the ring.
@@ -142,17 +179,16 @@ impl Tracker {
     pub(super) fn insert_live(&mut self, conn: Connection) -> &mut Connection {
         let skaddr = conn.id.skaddr;
         if conn.local.port() != 0 {
-            self.live_by_tuple
-                .insert(self.tuple_key(conn.tuple()), skaddr);
+            self.live_by_key.insert(self.hash_key(conn.key()), skaddr);
         }
         self.live.entry(skaddr).insert_entry(conn).into_mut()
     }
 
     pub(super) fn remove_live(&mut self, skaddr: u64) -> Option<Connection> {
         let conn = self.live.remove(&skaddr)?;
-        let key = self.tuple_key(conn.tuple());
-        if self.live_by_tuple.get(&key) == Some(&skaddr) {
-            self.live_by_tuple.remove(&key);
+        let key = self.hash_key(conn.key());
+        if self.live_by_key.get(&key) == Some(&skaddr) {
+            self.live_by_key.remove(&key);
         }
         Some(conn)
     }
@@ -178,10 +214,10 @@ impl Tracker {
         (before - self.listeners.len()) as u64
     }
 
-    /// Entries in the 4-tuple index: never more than live connections.
+    /// Entries in the key index: never more than live connections.
     #[cfg(test)]
-    pub(super) fn tuple_index_len(&self) -> usize {
-        self.live_by_tuple.len()
+    pub(super) fn key_index_len(&self) -> usize {
+        self.live_by_key.len()
     }
 
     pub fn finished(&self) -> impl DoubleEndedIterator<Item = &Connection> {
@@ -244,7 +280,7 @@ impl Tracker {
             _ => None,
         };
         let ts = event.ts_ns;
-        let tuple = (event.local, event.remote);
+        let key = event.key();
         let mut unknown_opened = false;
         if let Some(direction) = opening {
             // Any entry still at this address belongs to a freed socket whose →CLOSE
@@ -255,13 +291,14 @@ impl Tracker {
             }
             // An accepted socket belongs to whoever listens on its port.
             let inherited = (direction == Direction::Passive)
-                .then(|| self.listener_owner(event.local))
+                .then(|| self.listener_owner(event.netns, event.local))
                 .flatten();
-            // A seeded socket with this 4-tuple was this one seen a moment early.
-            self.unbound.remove(&tuple);
+            // A seeded socket with this key was this one seen a moment early.
+            self.unbound.remove(&key);
+            self.learn_address(event.netns, event.local);
             self.open(event, direction, old).owner = inherited;
         } else if !self.live.contains_key(&event.skaddr) {
-            if let Some(mut seeded) = self.unbound.remove(&tuple) {
+            if let Some(mut seeded) = self.unbound.remove(&key) {
                 // A socket sock_diag showed us: now we know its kernel address.
                 seeded.id.skaddr = event.skaddr;
                 self.insert_live(seeded);
@@ -294,18 +331,21 @@ impl Tracker {
         if port_learned {
             conn.local = event.local;
         }
-        // Indexed by the connection's own tuple, which `remove_live` will look up.
-        let learned_tuple = port_learned.then(|| conn.tuple());
+        // Indexed by the connection's own key, which `remove_live` will look up.
+        let learned_key = port_learned.then(|| conn.key());
         if conn.owner.is_none() && event.task_is_owner() {
             conn.owner = Some(Owner::from(event.task));
+        }
+        if conn.cgroup_id == 0 {
+            conn.cgroup_id = event.sock_cgroup_id;
         }
         conn.push_step(new, ts);
         applied.conn = Some(conn.id);
         applied.owner = conn.owner;
-        if let Some(learned) = learned_tuple {
+        if let Some(learned) = learned_key {
             self.unbound.remove(&learned);
-            let key = self.tuple_key(learned);
-            self.live_by_tuple.insert(key, event.skaddr);
+            let hash = self.hash_key(learned);
+            self.live_by_key.insert(hash, event.skaddr);
         }
         if new == Close {
             let conn = self.remove_live(event.skaddr).expect("present");
@@ -320,6 +360,7 @@ impl Tracker {
             self.listeners.insert(
                 event.skaddr,
                 Listener {
+                    netns: event.netns,
                     local: event.local,
                     owner: event.task_is_owner().then(|| Owner::from(event.task)),
                     since_ns: event.ts_ns,
@@ -343,12 +384,12 @@ impl Tracker {
         }
     }
 
-    /// The owner of the listener that would accept a connection to `local`: same port,
-    /// and the same address or a wildcard one.
-    fn listener_owner(&self, local: std::net::SocketAddr) -> Option<Owner> {
+    /// The owner of the listener that would accept a connection to `local`: same
+    /// namespace, same port, and the same address or a wildcard one.
+    fn listener_owner(&self, netns: u32, local: SocketAddr) -> Option<Owner> {
         self.listeners
             .values()
-            .filter(|l| l.local.port() == local.port())
+            .filter(|l| l.netns == netns && l.local.port() == local.port())
             .find(|l| l.local.ip() == local.ip() || l.local.ip().is_unspecified())
             .and_then(|l| l.owner)
     }
@@ -357,13 +398,9 @@ impl Tracker {
     fn open(&mut self, event: &TcpEvent, direction: Direction, first: TcpState) -> &mut Connection {
         self.make_room();
         self.stats.opened += 1;
-        let conn = self.new_connection(
-            event.skaddr,
-            (event.local, event.remote),
-            direction,
-            first,
-            event.ts_ns,
-        );
+        let mut conn =
+            self.new_connection(event.skaddr, event.key(), direction, first, event.ts_ns);
+        conn.cgroup_id = event.sock_cgroup_id;
         self.insert_live(conn)
     }
 
@@ -376,7 +413,7 @@ impl Tracker {
     pub(super) fn new_connection(
         &mut self,
         skaddr: u64,
-        (local, remote): (SocketAddr, SocketAddr),
+        key: SocketKey,
         direction: Direction,
         first: TcpState,
         at_ns: u64,
@@ -388,8 +425,10 @@ impl Tracker {
         self.next_generation += 1;
         Connection {
             id,
-            local,
-            remote,
+            netns: key.netns,
+            cgroup_id: 0,
+            local: key.local,
+            remote: key.remote,
             direction,
             owner: None,
             steps: vec![Step {
@@ -409,15 +448,15 @@ impl Tracker {
     /// costs one O(n) pass per n/16 insertions rather than one per insertion.
     fn evict(&mut self) {
         let batch = (self.max_connections / 16).max(1);
-        // None: an unbound (sock_diag only) connection, keyed by its tuple.
-        let mut by_age: Vec<(u64, Option<u64>, (SocketAddr, SocketAddr))> = self
+        // None: an unbound (sock_diag only) connection, keyed by its key.
+        let mut by_age: Vec<(u64, Option<u64>, SocketKey)> = self
             .live
             .values()
-            .map(|c| (c.last_activity_ns, Some(c.id.skaddr), c.tuple()))
+            .map(|c| (c.last_activity_ns, Some(c.id.skaddr), c.key()))
             .chain(
                 self.unbound
                     .values()
-                    .map(|c| (c.last_activity_ns, None, c.tuple())),
+                    .map(|c| (c.last_activity_ns, None, c.key())),
             )
             .collect();
         let batch = batch.min(by_age.len());
@@ -425,13 +464,13 @@ impl Tracker {
             return;
         }
         by_age.select_nth_unstable(batch - 1);
-        for &(_, skaddr, tuple) in &by_age[..batch] {
+        for &(_, skaddr, key) in &by_age[..batch] {
             match skaddr {
                 Some(skaddr) => {
                     self.remove_live(skaddr);
                 }
                 None => {
-                    self.unbound.remove(&tuple);
+                    self.unbound.remove(&key);
                 }
             }
         }

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::{
-    diag::DiagSocket,
     event::{EventKind, TcpEvent},
     state::TcpState::{self, *},
     testing::*,
@@ -273,26 +272,14 @@ fn a_reused_skaddr_starts_a_new_connection() {
     assert_eq!(t.stats().finished, 2);
 }
 
-fn diag(state: TcpState, local: &str, remote: &str) -> DiagSocket {
-    DiagSocket {
-        state,
-        local: addr(local),
-        remote: addr(remote),
-        inode: 1,
-        uid: 0,
-        recv_queue: 0,
-        timewait: state == TimeWait,
-    }
-}
-
 #[test]
 fn reconcile_closes_what_the_kernel_no_longer_has_and_adds_what_it_has() {
     let mut t = tracker();
     run(&mut t, &CLIENT_OPEN(1));
     // The client's →CLOSE is lost; the kernel instead has a CLOSE_WAIT socket no event
     // told us about.
-    let dump = [diag(CloseWait, "127.0.0.1:9000", "127.0.0.1:50000")];
-    let report = t.reconcile(&dump, 100 * MS, 101 * MS);
+    let dump = [kernel_socket(CloseWait, "127.0.0.1:9000", "127.0.0.1:50000")];
+    let report = t.reconcile(&snapshot(&dump, 100 * MS), 101 * MS);
     assert_eq!((report.closed, report.added), (1, 1));
     assert_eq!(t.stats().reconcile_closed, 1);
     assert_eq!(t.stats().reconcile_added, 1);
@@ -343,8 +330,8 @@ fn reconcile_moves_a_connection_whose_transition_was_lost_to_the_kernels_state()
     let mut t = tracker();
     run(&mut t, &CLIENT_OPEN(1)); // ESTABLISHED at 2 ms
                                   // ESTABLISHED → CLOSE_WAIT was lost: only the kernel knows.
-    let dump = [diag(CloseWait, CLIENT, SERVER)];
-    let report = t.reconcile(&dump, 100 * MS, 101 * MS);
+    let dump = [kernel_socket(CloseWait, CLIENT, SERVER)];
+    let report = t.reconcile(&snapshot(&dump, 100 * MS), 101 * MS);
     assert_eq!((report.state_fixed, report.closed, report.added), (1, 0, 0));
     assert_eq!(t.stats().reconcile_state_fixed, 1);
     let conn = t.live().next().unwrap();
@@ -355,9 +342,9 @@ fn reconcile_moves_a_connection_whose_transition_was_lost_to_the_kernels_state()
         "the age counts from the correction"
     );
     // The same dump again changes nothing, and nothing newer than a dump is touched.
-    assert_eq!(t.reconcile(&dump, 200 * MS, 201 * MS).state_fixed, 0);
-    let stale = [diag(Established, CLIENT, SERVER)];
-    assert_eq!(t.reconcile(&stale, 100 * MS, 202 * MS).state_fixed, 0);
+    assert_eq!(t.reconcile(&snapshot(&dump, 200 * MS), 201 * MS).state_fixed, 0);
+    let stale = [kernel_socket(Established, CLIENT, SERVER)];
+    assert_eq!(t.reconcile(&snapshot(&stale, 100 * MS), 202 * MS).state_fixed, 0);
     assert_eq!(t.live().next().unwrap().state(), CloseWait);
 }
 
@@ -365,66 +352,37 @@ fn reconcile_moves_a_connection_whose_transition_was_lost_to_the_kernels_state()
 fn reconcile_leaves_alone_what_changed_after_the_dump_started() {
     let mut t = tracker();
     run(&mut t, &CLIENT_OPEN(1)); // last activity at 2 ms
-    let report = t.reconcile(&[], MS, 3 * MS);
+    let report = t.reconcile(&snapshot(&[], MS), 3 * MS);
     assert_eq!(report.closed, 0);
     assert_eq!(t.live_count(), 1);
 }
 
 #[test]
-fn seeding_counts_sockets_and_time_wait_exactly() {
+fn seeding_adds_connections_not_listeners() {
     let mut t = tracker();
     let mut dump = vec![
-        diag(Listen, "0.0.0.0:8080", "0.0.0.0:0"),
-        diag(TimeWait, "127.0.0.1:40001", SERVER),
-        diag(TimeWait, "127.0.0.1:40002", SERVER),
-        diag(TimeWait, "127.0.0.1:40003", "127.0.0.1:9999"),
+        kernel_socket(Listen, "0.0.0.0:8080", "0.0.0.0:0"),
+        kernel_socket(TimeWait, "127.0.0.1:40001", SERVER),
+        kernel_socket(TimeWait, "127.0.0.1:40002", SERVER),
+        kernel_socket(TimeWait, "127.0.0.1:40003", "127.0.0.1:9999"),
     ];
     for port in 0..3 {
-        dump.push(diag(
+        dump.push(kernel_socket(
             CloseWait,
             SERVER,
             &format!("127.0.0.1:{}", 41000 + port),
         ));
     }
-    // An orphan's FIN_WAIT2 timewait socket is not a connection.
-    let mut fw2 = diag(FinWait2, "127.0.0.1:40009", SERVER);
-    fw2.timewait = true;
-    dump.push(fw2);
-    let report = t.seed(&dump, 5 * MS);
+    let report = t.seed(&snapshot(&dump, 5 * MS), 5 * MS);
     assert_eq!(report.added, 3);
     assert_eq!(t.stats().seeded, 3);
     assert_eq!(t.stats().reconcile_added, 0);
     assert_eq!(t.live().filter(|c| c.state() == CloseWait).count(), 3);
-    assert_eq!(t.time_wait().total, 3);
-    assert_eq!(t.time_wait().by_remote[&addr(SERVER)], 2);
-    assert_eq!(t.time_wait().by_remote[&addr("127.0.0.1:9999")], 1);
     // Seeding again finds nothing new.
     assert_eq!(
-        t.reconcile(&dump, 6 * MS, 6 * MS),
-        ReconcileReport {
-            closed: 0,
-            added: 0,
-            state_fixed: 0,
-            time_wait: 3
-        }
+        t.reconcile(&snapshot(&dump, 6 * MS), 6 * MS),
+        ReconcileReport::default()
     );
-}
-
-#[test]
-fn time_wait_remotes_are_capped_with_an_other_bucket() {
-    let sockets: Vec<DiagSocket> = (0..reconcile::MAX_TIME_WAIT_REMOTES as u32 + 10)
-        .map(|i| {
-            diag(
-                TimeWait,
-                CLIENT,
-                &format!("10.0.{}.{}:80", i / 256, i % 256),
-            )
-        })
-        .collect();
-    let level = TimeWaitLevel::from_sockets(&sockets);
-    assert_eq!(level.total, sockets.len() as u64);
-    assert_eq!(level.by_remote.len(), reconcile::MAX_TIME_WAIT_REMOTES);
-    assert_eq!(level.other, 10);
 }
 
 #[test]
@@ -533,7 +491,7 @@ fn a_flood_of_connections_keeps_the_table_and_its_index_at_the_cap() {
         }
         assert!(t.live_count() <= CAP);
     }
-    assert!(t.tuple_index_len() <= t.live_count());
+    assert!(t.key_index_len() <= t.live_count());
     let stats = t.stats();
     assert_eq!(stats.opened, FLOOD);
     assert_eq!(
@@ -564,8 +522,8 @@ fn reconcile_forgets_listeners_whose_close_was_lost() {
     ));
     assert_eq!(t.listeners().count(), 2);
     // The kernel lists only :8080 as listening now; :9090's LISTEN→CLOSE was lost.
-    let dump = [diag(Listen, SERVER, CLIENT)];
-    t.reconcile(&dump, 10 * MS, 11 * MS);
+    let dump = [kernel_socket(Listen, SERVER, CLIENT)];
+    t.reconcile(&snapshot(&dump, 10 * MS), 11 * MS);
     let left: Vec<_> = t.listeners().map(|l| l.local).collect();
     assert_eq!(left, [addr(SERVER)]);
 }
@@ -586,16 +544,19 @@ mod fuzz {
             1 => prop::option::of(state.clone()).prop_map(|state| EventKind::SendReset { state }),
             1 => prop::option::of(state).prop_map(|state| EventKind::ReceiveReset { state }),
         ];
-        (0u64..6, 0u64..1000, kind, 0u16..3, 0u16..3, 0u32..3).prop_map(
-            |(sk, ms, kind, local, remote, pid)| {
-                event(
+        (0u64..6, 0u64..1000, kind, 0u16..3, 0u16..3, 0u32..3, 0u32..2).prop_map(
+            |(sk, ms, kind, local, remote, pid, netns)| {
+                let mut e = event(
                     sk,
                     ms,
                     kind,
                     &format!("127.0.0.1:{}", [0, 8080, 40000][usize::from(local)]),
                     &format!("127.0.0.1:{}", [0, 8080, 40001][usize::from(remote)]),
                     pid,
-                )
+                );
+                // Two namespaces holding the same tuples.
+                e.netns = NETNS + netns;
+                e
             },
         )
     }
@@ -613,12 +574,12 @@ mod fuzz {
                     prop_assert!(t.finished_by_id(applied.conn.unwrap()).is_some());
                 }
                 if i == reconcile_at {
-                    let dump = [diag(CloseWait, SERVER, CLIENT), diag(Listen, SERVER, CLIENT)];
-                    t.reconcile(&dump, e.ts_ns, e.ts_ns + 1);
+                    let dump = [kernel_socket(CloseWait, SERVER, CLIENT), kernel_socket(Listen, SERVER, CLIENT)];
+                    t.reconcile(&snapshot(&dump, e.ts_ns), e.ts_ns + 1);
                 }
                 prop_assert!(t.live_count() <= 4);
                 prop_assert!(
-                    t.tuple_index_len() <= t.live_count(),
+                    t.key_index_len() <= t.live_count(),
                     "{:?}",
                     events[..=i]
                         .iter()
