@@ -5,7 +5,10 @@ use std::{fmt, net::SocketAddr, path::Path};
 
 use crate::{
     diag::dump_tcp,
-    probe::{effective_capabilities, missing_capabilities, tracefs, Probe, PROGRAMS},
+    probe::{
+        describe_offsets, effective_capabilities, kernel_offsets, missing_capabilities, tracefs,
+        Probe, PROGRAMS, VMLINUX_BTF,
+    },
     state::TcpState,
 };
 
@@ -132,16 +135,31 @@ fn tracepoints() -> Vec<Check> {
 }
 
 fn btf() -> Check {
-    if Path::new("/sys/kernel/btf/vmlinux").is_file() {
-        ok("BTF", "/sys/kernel/btf/vmlinux")
+    if Path::new(VMLINUX_BTF).is_file() {
+        ok("BTF", VMLINUX_BTF)
     } else {
         not_ok(
-            Outcome::Warn,
+            Outcome::Fail,
             "BTF",
-            "/sys/kernel/btf/vmlinux is missing",
-            "not needed by tcptrace's programs; kernels built with CONFIG_DEBUG_INFO_BTF \
-             let `bpftool` show their types",
+            format!("{VMLINUX_BTF} is missing"),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y: tcptrace finds the kernel's \
+             struct layouts there",
         )
+    }
+}
+
+/// The `struct sock` (and related) field offsets the kernel programs read, from BTF.
+fn btf_fields() -> Check {
+    match kernel_offsets() {
+        Ok(offsets) => ok("kernel BTF fields", describe_offsets(&offsets)),
+        Err(err) => not_ok(
+            Outcome::Fail,
+            "kernel BTF fields",
+            err.to_string(),
+            "tcptrace reads each socket's state, network namespace and cgroup through these \
+             fields: use a kernel that has them (Linux 5.15+ with CONFIG_DEBUG_INFO_BTF, \
+             CONFIG_NET_NS, CONFIG_SOCK_CGROUP_DATA)",
+        ),
     }
 }
 
@@ -204,7 +222,13 @@ fn listen(addr: SocketAddr) -> Check {
 pub fn run(listen_addr: SocketAddr) -> Vec<Check> {
     let mut checks = vec![object(), privileges()];
     checks.extend(tracepoints());
-    checks.extend([btf(), ring_buffer(), sock_diag(), listen(listen_addr)]);
+    checks.extend([
+        btf(),
+        btf_fields(),
+        ring_buffer(),
+        sock_diag(),
+        listen(listen_addr),
+    ]);
     checks
 }
 

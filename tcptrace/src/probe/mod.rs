@@ -2,6 +2,7 @@
 //!
 //! Kept thin on purpose; everything after decoding is pure code fed over a channel.
 
+mod btf;
 mod config;
 mod loader;
 mod privileges;
@@ -9,6 +10,9 @@ mod reader;
 pub mod tracefs;
 
 use aya::{maps::MapError, programs::ProgramError, EbpfError};
+pub use btf::{
+    describe_offsets, kernel_offsets, resolve_offsets, BtfError, FieldError, VMLINUX_BTF,
+};
 pub use config::{Family, FilterError, KernelFilter, ProbeConfig, DEFAULT_RING_BUFFER_BYTES};
 pub use loader::{KernelCounters, Probe, TracepointSpec, PROGRAMS};
 pub use privileges::{effective_capabilities, missing_capabilities};
@@ -30,6 +34,8 @@ pub enum ProbeError {
     Tracefs(#[from] tracefs::TracefsError),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
     #[error(
         "ring buffer size {0} bytes is not a power-of-two multiple of the page size \
          (e.g. 262144, 4194304)"
