@@ -30,6 +30,7 @@ fn port_filter(ports: &[u16]) -> KernelFilter {
     KernelFilter {
         ports: ports.to_vec(),
         family: None,
+        netns: None,
     }
 }
 

@@ -11,7 +11,8 @@ use std::{
 use common::*;
 use tcptrace::{
     clock::monotonic_now_ns,
-    diag::dump_tcp,
+    daemon::snapshot_of,
+    detect::TimeWaitReport,
     probe::KernelFilter,
     state::TcpState,
     timeline,
@@ -25,6 +26,7 @@ fn filter(port: u16) -> KernelFilter {
     KernelFilter {
         ports: vec![port],
         family: None,
+        netns: None,
     }
 }
 
@@ -106,7 +108,10 @@ fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
     // tcptrace starts now: attach, then the startup dump.
     let mut harness = Harness::start(filter(PORT_CLOSE_WAIT));
     let mut tracker = Tracker::new(1024, 64);
-    let report = tracker.seed(&dump_tcp(&TcpState::ALL).unwrap(), monotonic_now_ns());
+    let report = tracker.seed(
+        &snapshot_of(&own_dump().dumps, &[], monotonic_now_ns()),
+        monotonic_now_ns(),
+    );
     assert!(report.added >= N as u64);
     let close_wait = |t: &Tracker| {
         t.live()
@@ -149,14 +154,18 @@ fn time_wait_level_equals_what_ss_counts() {
     let listener = listen(server_addr);
     time_wait_sockets(&listener, N);
     std::thread::sleep(Duration::from_millis(100));
-    let mut tracker = Tracker::new(1024, 64);
-    tracker.reconcile(&dump_tcp(&TcpState::ALL).unwrap(), 0, monotonic_now_ns());
+    let dumps = own_dump().dumps;
+    let report = TimeWaitReport::new(&dumps, usize::MAX, 0.5);
     let ss = ss_count("time-wait", port);
     assert_eq!(ss, N, "the kernel should hold N TIME_WAIT sockets");
-    assert_eq!(
-        tracker.time_wait().by_remote.get(&server_addr).copied(),
-        Some(N as u64)
-    );
-    assert!(tracker.time_wait().total >= N as u64);
+    let own = own_namespace().inum;
+    let toward_server: Vec<_> = report
+        .top_remotes
+        .iter()
+        .filter(|r| r.remote == server_addr)
+        .map(|r| (r.netns, r.sockets))
+        .collect();
+    assert_eq!(toward_server, [(own, N as u64)]);
+    assert!(report.in_namespace(own).unwrap() >= N as u64);
     drop(listener);
 }

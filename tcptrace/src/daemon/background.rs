@@ -74,30 +74,35 @@ pub fn dump(scope: &DumpScope) -> Dump {
 }
 
 impl Dump {
-    /// What the tracker needs of it: full sockets by namespace, and which namespaces
-    /// it speaks for.
+    /// What the tracker needs of it.
     pub fn snapshot(&self) -> Snapshot {
-        let sockets = self
-            .namespaces
-            .iter()
-            .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
-            .filter(|(_, s)| !s.timewait)
-            .map(|(netns, s)| KernelSocket {
-                key: SocketKey {
-                    netns,
-                    local: s.local,
-                    remote: s.remote,
-                },
-                state: s.state,
-                cgroup_id: s.cgroup_id.unwrap_or(0),
-            })
-            .collect();
-        Snapshot {
-            sockets,
-            dumped: self.namespaces.iter().map(|d| d.netns).collect(),
-            unreachable: self.failed.iter().map(|(netns, _)| *netns).collect(),
-            started_ns: self.started_ns,
-        }
+        let unreachable: Vec<u32> = self.failed.iter().map(|(netns, _)| *netns).collect();
+        snapshot_of(&self.namespaces, &unreachable, self.started_ns)
+    }
+}
+
+/// The tracker's view of namespaces' dumps: full sockets (timewait mini-sockets are
+/// not connections) keyed by namespace, and which namespaces the dumps speak for.
+pub fn snapshot_of(dumps: &[NamespaceDump], unreachable: &[u32], started_ns: u64) -> Snapshot {
+    let sockets = dumps
+        .iter()
+        .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
+        .filter(|(_, s)| !s.timewait)
+        .map(|(netns, s)| KernelSocket {
+            key: SocketKey {
+                netns,
+                local: s.local,
+                remote: s.remote,
+            },
+            state: s.state,
+            cgroup_id: s.cgroup_id.unwrap_or(0),
+        })
+        .collect();
+    Snapshot {
+        sockets,
+        dumped: dumps.iter().map(|d| d.netns).collect(),
+        unreachable: unreachable.iter().copied().collect(),
+        started_ns,
     }
 }
 

@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::Context as _;
 use background::dump;
+pub use background::snapshot_of;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot, watch},

@@ -295,7 +295,7 @@ fn endpoint_and_process_labels_stay_capped() {
         sample(
             &text,
             "tcptrace_close_wait_stuck_by_process",
-            "comm=\"p42\",container=\"ababababab\",pid=\"42\""
+            "comm=\"p42\",container=\"abababababab\",pid=\"42\""
         ),
         Some(1.0)
     );

@@ -63,9 +63,13 @@ pub struct ReconcileReport {
     pub state_fixed: u64,
 }
 
-/// A full socket that belongs in the connection table (not a listener).
+/// A full socket that belongs in the connection table (not a listener; a TIME_WAIT
+/// socket is a separate mini-socket, never a tracked connection: DESIGN.md §1).
 fn is_connection(socket: &KernelSocket) -> bool {
-    !matches!(socket.state, TcpState::Listen | TcpState::Close)
+    !matches!(
+        socket.state,
+        TcpState::Listen | TcpState::Close | TcpState::TimeWait
+    )
 }
 
 impl Tracker {

@@ -14,6 +14,7 @@ use std::{
 };
 
 use tcptrace::{
+    diag::netns::{dump_namespaces, NamespacesDump, Namespace},
     event::{EventKind, TcpEvent},
     probe::{spawn_reader, EventBatch, KernelFilter, PipelineStats, Probe, ProbeConfig},
     state::TcpState,
@@ -262,4 +263,22 @@ fn bpftool_ids(object: &str) -> std::collections::HashSet<u64> {
     );
     let programs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     programs.iter().filter_map(|p| p["id"].as_u64()).collect()
+}
+
+/// The test's own network namespace, as the daemon finds it.
+pub fn own_namespace() -> Namespace {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = std::path::PathBuf::from("/proc/self/ns/net");
+    let inum = std::fs::metadata(&path).expect("stat /proc/self/ns/net").ino();
+    Namespace {
+        inum: u32::try_from(inum).expect("namespace inodes are 32-bit"),
+        path,
+    }
+}
+
+/// Every TCP socket of the test's own network namespace, dumped as the daemon does.
+pub fn own_dump() -> NamespacesDump {
+    let dump = dump_namespaces(&[own_namespace()], &TcpState::ALL);
+    assert!(dump.failed.is_empty(), "dumping the own namespace failed");
+    dump
 }
