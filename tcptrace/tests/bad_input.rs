@@ -1,7 +1,9 @@
 //! What an operator gets wrong, and what tcptrace says: each case a clear message and
 //! a non-zero exit (or, for tracefs, a fix tcptrace makes itself). `tcptrace doctor`
 //! reports the same without loading anything. Privileged: the cases are made by
-//! dropping root's capabilities and unmounting tracefs in a private mount namespace.
+//! dropping root's capabilities and (un)mounting tracefs in a private mount namespace,
+//! so that no test depends on, or changes, whether the host has tracefs mounted (a new
+//! machine has not: DESIGN.md §11).
 
 mod common;
 
@@ -33,12 +35,34 @@ fn as_nobody(args: &[&str]) -> Output {
         .expect("setpriv (util-linux) runs")
 }
 
+/// `sh -c script` in a private mount namespace: what it mounts or unmounts stays there.
+fn in_private_mounts(script: &str) -> Command {
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "--", "sh", "-c", script]);
+    command
+}
+
+/// Whether the host (this process's mount namespace) has tracefs where tcptrace
+/// looks for it.
+fn host_has_tracefs() -> bool {
+    ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
+        .iter()
+        .any(|p| std::path::Path::new(p).is_dir())
+}
+
 #[test]
 fn doctor_passes_here_and_fails_on_a_taken_port() {
     if !root_or_skip() {
         return;
     }
-    let out = Command::new(TCPTRACE).arg("doctor").output().unwrap();
+    // With tracefs mounted, as after `tcptrace` mounted it once (in a private mount
+    // namespace: the host's mounts are left as they are).
+    let out = in_private_mounts(&format!(
+        "mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; \
+         exec {TCPTRACE} doctor"
+    ))
+    .output()
+    .unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.lines().count() >= 12, "{stdout}");
@@ -95,13 +119,12 @@ fn without_privileges_the_missing_capabilities_are_named() {
 /// `tcptrace args…` in a private mount namespace where tracefs is not mounted, as root
 /// with the capabilities in `drop` removed.
 fn without_tracefs(drop: &str, args: &str) -> Command {
-    let mut command = Command::new("unshare");
-    command.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
-    command.arg(format!(
-        "umount /sys/kernel/tracing && exec setpriv --bounding-set={drop} --inh-caps=-all \
-         {TCPTRACE} {args}"
-    ));
-    command
+    // Unmounted whether or not the host had it mounted (a new machine has not).
+    in_private_mounts(&format!(
+        "for m in /sys/kernel/tracing /sys/kernel/debug/tracing; do \
+           if mountpoint -q $m; then umount $m || exit 1; fi; done; \
+         exec setpriv --bounding-set={drop} --inh-caps=-all {TCPTRACE} {args}"
+    ))
 }
 
 #[test]
@@ -109,6 +132,7 @@ fn unmounted_tracefs_is_mounted_or_the_command_to_mount_it_is_given() {
     if !root_or_skip() {
         return;
     }
+    let host_had_tracefs = host_has_tracefs();
     // Root may mount: tcptrace does, and runs (in its own mount namespace: the host's
     // tracefs is untouched).
     let mut command = without_tracefs("+all", "serve --listen 127.0.0.1:0 -P 26010");
@@ -133,9 +157,10 @@ fn unmounted_tracefs_is_mounted_or_the_command_to_mount_it_is_given() {
         "{mounted:?}"
     );
     assert!(serve.stop(), "it ran and stopped cleanly");
-    assert!(
-        std::path::Path::new("/sys/kernel/tracing/events").is_dir(),
-        "the host's tracefs is still mounted"
+    assert_eq!(
+        host_has_tracefs(),
+        host_had_tracefs,
+        "the host's tracefs is as it was"
     );
 
     // Without CAP_SYS_ADMIN it cannot mount: it says how.

@@ -3,6 +3,7 @@
 use super::*;
 use crate::{
     event::{EventKind, TcpEvent},
+    tracker::{KernelSocket, SocketKey},
     state::TcpState::{self, *},
     testing::*,
 };
@@ -594,4 +595,170 @@ mod fuzz {
             }
         }
     }
+}
+
+/// `events` moved into namespace `netns`.
+fn in_netns(netns: u32, mut events: Vec<TcpEvent>) -> Vec<TcpEvent> {
+    for e in &mut events {
+        e.netns = netns;
+    }
+    events
+}
+
+/// A loopback client and server, both ends, in one namespace: the client's sockets
+/// at `sk`, the server child's at `sk + 1`.
+fn loopback_pair(sk: u64, netns: u32) -> Vec<TcpEvent> {
+    in_netns(
+        netns,
+        vec![
+            client(sk, 0, Close, SynSent),
+            server(sk + 1, 1, Listen, SynRecv),
+            client(sk, 2, SynSent, Established),
+            server(sk + 1, 3, SynRecv, Established),
+        ],
+    )
+}
+
+#[test]
+fn the_same_four_tuple_in_two_namespaces_is_two_connections_paired_within_each() {
+    let mut t = tracker();
+    run(&mut t, &loopback_pair(10, NETNS));
+    run(&mut t, &loopback_pair(20, NETNS + 1));
+    assert_eq!(t.live_count(), 4);
+    for conn in t.live() {
+        let partner = t.partner(conn).expect("its other end");
+        assert_eq!(partner.netns, conn.netns, "loopback never pairs across namespaces");
+        assert_eq!((partner.local, partner.remote), (conn.remote, conn.local));
+    }
+    // One namespace's client closes: the other namespace's same tuple is untouched.
+    run(
+        &mut t,
+        &in_netns(
+            NETNS + 1,
+            vec![
+                client(20, 10, Established, FinWait1),
+                server(21, 11, Established, CloseWait),
+            ],
+        ),
+    );
+    let states_in = |netns| {
+        let mut s: Vec<_> = t
+            .live()
+            .filter(|c| c.netns == netns)
+            .map(|c| c.state())
+            .collect();
+        s.sort_by_key(|s| s.as_kernel());
+        s
+    };
+    assert_eq!(states_in(NETNS), [Established, Established]);
+    assert_eq!(states_in(NETNS + 1), [FinWait1, CloseWait]);
+    assert_eq!(t.stats().gaps, 0);
+    assert_eq!(t.key_index_len(), 4);
+}
+
+#[test]
+fn ends_in_two_namespaces_over_a_routable_address_are_paired() {
+    let mut t = tracker();
+    let (a, b) = ("10.213.1.1:40000", "10.213.1.2:8080");
+    let client_ns = NETNS + 1;
+    let server_ns = NETNS + 2;
+    let change = |sk, ms, old, new, local, remote| {
+        let mut e = event(
+            sk,
+            ms,
+            EventKind::StateChange { old, new },
+            local,
+            remote,
+            1,
+        );
+        e.netns = if local == a { client_ns } else { server_ns };
+        e
+    };
+    run(
+        &mut t,
+        &[
+            change(1, 0, Close, SynSent, a, b),
+            change(2, 1, Listen, SynRecv, b, a),
+            change(1, 2, SynSent, Established, a, b),
+        ],
+    );
+    let client_end = t.live().find(|c| c.netns == client_ns).unwrap();
+    let server_end = t.partner(client_end).expect("paired across namespaces");
+    assert_eq!((server_end.netns, server_end.local), (server_ns, addr(b)));
+    assert_eq!(t.partner(server_end).unwrap().id, client_end.id);
+}
+
+#[test]
+fn reconcile_judges_each_namespace_by_its_own_dump_only() {
+    let mut t = tracker();
+    let (host, pod, unreachable, gone) = (NETNS, NETNS + 1, NETNS + 2, NETNS + 3);
+    for (sk, netns) in [(10, host), (20, pod), (30, unreachable), (40, gone)] {
+        run(&mut t, &loopback_pair(sk, netns));
+    }
+    assert_eq!(t.live_count(), 8);
+    // The pod's dump lists both its ends; the host's lists nothing (its ends' closes
+    // were lost); the third namespace exists but could not be dumped; the fourth is
+    // gone.
+    let pod_sockets = [
+        KernelSocket {
+            key: SocketKey {
+                netns: pod,
+                local: addr(CLIENT),
+                remote: addr(SERVER),
+            },
+            state: Established,
+            cgroup_id: 0,
+        },
+        KernelSocket {
+            key: SocketKey {
+                netns: pod,
+                local: addr(SERVER),
+                remote: addr(CLIENT),
+            },
+            state: Established,
+            cgroup_id: 0,
+        },
+    ];
+    let mut pass = snapshot(&pod_sockets, 100 * MS);
+    pass.unreachable.insert(unreachable);
+    let report = t.reconcile(&pass, 101 * MS);
+    assert_eq!(
+        (report.closed, report.closed_with_namespace, report.added),
+        (4, 2, 0)
+    );
+    let mut left: Vec<u32> = t.live().map(|c| c.netns).collect();
+    left.sort_unstable();
+    assert_eq!(left, [pod, pod, unreachable, unreachable]);
+    assert!(t
+        .finished()
+        .filter(|c| c.netns == host || c.netns == gone)
+        .all(|c| c.vanished));
+    // Once: the next pass closes nothing more.
+    let report = t.reconcile(&pass, 102 * MS);
+    assert_eq!((report.closed, report.added, report.state_fixed), (0, 0, 0));
+    assert_eq!(t.stats().reconcile_closed, 4);
+}
+
+#[test]
+fn seeded_sockets_bind_to_the_events_of_their_own_namespace() {
+    let mut t = tracker();
+    let mut pod = kernel_socket(CloseWait, SERVER, CLIENT);
+    pod.key.netns = NETNS + 1;
+    pod.cgroup_id = 99;
+    let host = kernel_socket(CloseWait, SERVER, CLIENT);
+    t.seed(&snapshot(&[pod, host], 0), 0);
+    assert_eq!(t.live_count(), 2);
+    // The host's socket closes: only the host's seeded connection continues.
+    run(
+        &mut t,
+        &[
+            server(7, 5, CloseWait, LastAck),
+            server(7, 6, LastAck, Close),
+        ],
+    );
+    let live: Vec<_> = t.live().map(|c| (c.netns, c.state(), c.cgroup_id)).collect();
+    assert_eq!(live, [(NETNS + 1, CloseWait, 99)]);
+    let done = last_finished(&t);
+    assert_eq!((done.netns, states(done)), (NETNS, vec![CloseWait, LastAck, Close]));
+    assert_eq!(done.cgroup_id, SOCK_CGROUP, "learned from the events");
 }
