@@ -2,7 +2,8 @@
 //!
 //! The event stream gives rates and stories; exact levels come from here (DESIGN.md §1,
 //! §4): the startup seed, the periodic reconcile and TIME_WAIT counts; and, through the
-//! socket inode, the process that owns a socket ([`owners`]).
+//! socket inode, the process that owns a socket ([`owners`]); and the container and pod
+//! behind a socket's cgroup id ([`cgroup`]).
 
 pub mod cgroup;
 mod dump;
