@@ -129,6 +129,8 @@ pub fn json_line(
         comm: &comm,
         cgroup_id,
         pid_reliable: reliable,
+        netns: event.netns,
+        sock_cgroup_id: event.sock_cgroup_id,
         skaddr: format!("{:#x}", event.skaddr),
     };
     serde_json::to_string(&line).expect("plain data serializes")
@@ -207,6 +209,8 @@ mod tests {
         assert_eq!(value["pid"], 99);
         assert_eq!(value["comm"], "server");
         assert_eq!(value["pid_reliable"], true);
+        assert_eq!(value["netns"], 4_026_531_993_u32);
+        assert_eq!(value["sock_cgroup_id"], 8);
         assert_eq!(value["time_in_old_state_ns"], 5);
         assert!(value["time"].as_str().unwrap().ends_with('Z'));
         assert!(value.get("err").is_none());

@@ -67,9 +67,10 @@ pub fn human(conn: &Connection) -> String {
         ""
     };
     format!(
-        "{} → {}  {}  {}{since}\n    {}",
+        "{} → {}  netns {}  {}  {}{since}\n    {}",
         conn.local,
         conn.remote,
+        conn.netns,
         owner_text(conn),
         close_text(&life),
         steps_text(conn, &life)
@@ -262,7 +263,7 @@ mod tests {
         let text = human(&client);
         assert_eq!(
             text,
-            "127.0.0.1:40000 → 127.0.0.1:80  owner unknown  active open, handshake 2.00ms, \
+            "127.0.0.1:40000 → 127.0.0.1:80  netns 4026531840  owner unknown  active open, handshake 2.00ms, \
              active close\n    SYN_SENT 2.00ms → ESTABLISHED 8.00ms → FIN_WAIT1 1.00ms → \
              FIN_WAIT2 0.000ms → TIME_WAIT"
         );

@@ -185,7 +185,7 @@ fn leak(id: u64, pid: u32) -> CloseWaitLeak {
         cgroup: None,
         container: (pid == 42).then(|| Container {
             id: "ab".repeat(32),
-            runtime: Runtime::Containerd,
+            runtime: Some(Runtime::Containerd),
         }),
         pod_uid: None,
         local: "127.0.0.1:80".parse().unwrap(),
