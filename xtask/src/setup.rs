@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: everything a new machine lacks, installed by the project.
 //! Each step checks first and does nothing when its result is already there.
 
-use std::path::PathBuf;
+use std::{ffi::OsStr, path::PathBuf};
 
 use anyhow::{bail, Context as _};
 
@@ -14,7 +14,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `ip` makes namespaces and veths, `ss`/`nstat` give the kernel's own counts,
 /// `prometheus` scrapes the daemon and brings `promtool` (rules, metrics lint),
 /// `systemd-analyze` checks the unit file; `bpftool` lists programs (run time per
-/// program in the benchmark) and `bpftrace` is the benchmark's peer.
+/// program in the benchmark) and `bpftrace` is the benchmark's peer; `python3-venv`
+/// makes the virtualenv below when `python3` is Debian's.
 const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
@@ -23,12 +24,23 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     "bpftool",
     "bpftrace",
+    "python3-venv",
 ];
+
+/// kubernetes-validate (PyPI) bundles the Kubernetes API's JSON schemas, 1.32 to 1.37 in
+/// this release, and checks `deploy/kubernetes/` against them offline.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// Its virtualenv, inside the workspace whatever `CARGO_TARGET_DIR` says;
+/// `tcptrace/tests/deploy.rs` runs `bin/kubernetes-validate` from here. `cargo clean`
+/// removes it; the next set-up puts it back.
+const KUBERNETES_VALIDATE_VENV: &str = "target/kubernetes-validate";
 
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    kubernetes_validate()?;
     Ok(())
 }
 
@@ -174,7 +186,53 @@ fn debian_packages() -> anyhow::Result<()> {
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
     // No questions: CI has no terminal.
-    let noninteractive = std::ffi::OsStr::new("noninteractive");
+    let noninteractive = OsStr::new("noninteractive");
     cmd::run_with_env("apt-get", &args, &[("DEBIAN_FRONTEND", noninteractive)])
         .context("apt-get install")
+}
+
+/// In a virtualenv of its own: Debian's python3 refuses `pip install` outside one
+/// (PEP 668, externally managed), and the system stays untouched either way.
+fn kubernetes_validate() -> anyhow::Result<()> {
+    let venv = cmd::workspace_root().join(KUBERNETES_VALIDATE_VENV);
+    let validator = venv.join("bin/kubernetes-validate");
+    let installed = || {
+        validator
+            .to_str()
+            .and_then(|v| cmd::output(v, &["--version"]))
+            .is_some_and(|v| v.trim() == KUBERNETES_VALIDATE_VERSION)
+    };
+    if installed() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} in {}",
+        venv.display()
+    );
+    let python = venv.join("bin/python3");
+    if !python.exists() {
+        let args = [OsStr::new("-m"), OsStr::new("venv"), venv.as_os_str()];
+        cmd::run("python3", &args)
+            .context("making a virtualenv (needs python3 with its venv module)")?;
+    }
+    let requirement = format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
+    cmd::run(
+        python.to_str().context("a UTF-8 workspace path")?,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &requirement,
+        ],
+    )
+    .context("installing kubernetes-validate (needs PyPI)")?;
+    if !installed() {
+        bail!(
+            "{} does not report version {KUBERNETES_VALIDATE_VERSION}",
+            validator.display()
+        );
+    }
+    Ok(())
 }
