@@ -4,6 +4,7 @@
     reason = "each test binary uses a different part of this module"
 )]
 
+pub mod leaker;
 pub mod netns;
 pub mod serve;
 
