@@ -33,6 +33,7 @@ fn socket(state: TcpState, local: &str, remote: &str, inode: u32, recv_queue: u3
         uid: 0,
         recv_queue,
         timewait: state == TimeWait,
+        cgroup_id: None,
     }
 }
 

@@ -314,6 +314,7 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
             uid: 0,
             recv_queue: 0,
             timewait: true,
+            cgroup_id: None,
         })
         .collect();
     let level = TimeWaitLevel::from_sockets(&sockets);

@@ -282,6 +282,7 @@ fn diag(state: TcpState, local: &str, remote: &str) -> DiagSocket {
         uid: 0,
         recv_queue: 0,
         timewait: state == TimeWait,
+        cgroup_id: None,
     }
 }
 
