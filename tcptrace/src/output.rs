@@ -91,6 +91,10 @@ struct JsonEvent<'a> {
     cgroup_id: u64,
     /// false: pid/comm are the task on the CPU, not the owner.
     pid_reliable: bool,
+    /// The socket's network namespace (inode number; 0: unknown).
+    netns: u32,
+    /// The socket's own cgroup v2 id (its creator's, whatever task was on the CPU).
+    sock_cgroup_id: u64,
     skaddr: String,
 }
 

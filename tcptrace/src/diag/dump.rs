@@ -1,5 +1,7 @@
 //! The netlink conversation: one dump request per family, read until NLMSG_DONE.
 
+use std::{io, path::PathBuf};
+
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -25,6 +27,49 @@ pub enum DiagError {
     Decode(String),
     #[error("the kernel refused the sock_diag dump: {0}")]
     Kernel(std::io::Error),
+    #[error("entering network namespace {inum} through {}: {source}", path.display())]
+    Enter {
+        inum: u32,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "{} is now network namespace {found}, not {expected}: the namespace it named is gone",
+        path.display()
+    )]
+    Replaced {
+        expected: u32,
+        found: u32,
+        path: PathBuf,
+    },
+    #[error(
+        "opening /proc/thread-self/ns/net, the dump thread's way back to its own network \
+         namespace: {0} (is /proc mounted?)"
+    )]
+    NoWayBack(io::Error),
+    #[error(
+        "the dump thread could not return to its own network namespace ({0}) and stopped \
+         before this one"
+    )]
+    Stranded(io::Error),
+    #[error("the namespace dump thread: {0}")]
+    Thread(String),
+}
+
+impl DiagError {
+    /// The namespace went away between finding it and dumping it (its process exited,
+    /// `ip netns del`): not a fault of tcptrace or of the kernel.
+    pub fn namespace_gone(&self) -> bool {
+        match self {
+            // ESRCH: a process exiting as its ns/net is opened.
+            DiagError::Enter { source, .. } => {
+                source.kind() == io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(libc::ESRCH)
+            }
+            DiagError::Replaced { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 fn state_flags(states: &[TcpState]) -> StateFlags {
@@ -33,19 +78,34 @@ fn state_flags(states: &[TcpState]) -> StateFlags {
     })
 }
 
-/// Every TCP socket (IPv4 and IPv6) in one of `states`, in this network namespace.
+/// Every TCP socket (IPv4 and IPv6) in one of `states`, in the calling thread's
+/// network namespace.
 pub fn dump_tcp(states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
+    dump_tcp_on(&open_socket()?, states)
+}
+
+/// A bound `NETLINK_SOCK_DIAG` socket. It belongs to the network namespace of the
+/// thread that creates it, for its whole life, whatever namespace the thread (or
+/// another one) uses it from later (`netlink_create()` takes `sock_net` from the
+/// creating task's nsproxy; net/netlink/af_netlink.c).
+pub fn open_socket() -> Result<Socket, DiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DiagError::Open)?;
     socket.bind_auto().map_err(DiagError::Open)?;
     socket
         .connect(&NetlinkAddr::new(0, 0))
         .map_err(DiagError::Open)?;
+    Ok(socket)
+}
+
+/// Every TCP socket (IPv4 and IPv6) in one of `states`, in the network namespace
+/// `socket` was created in (see [`open_socket`]).
+pub fn dump_tcp_on(socket: &Socket, states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
     let mut sockets = Vec::new();
     for (family, id) in [
         (AF_INET, SocketId::new_v4()),
         (AF_INET6, SocketId::new_v6()),
     ] {
-        dump_family(&socket, family, id, state_flags(states), &mut sockets)?;
+        dump_family(socket, family, id, state_flags(states), &mut sockets)?;
     }
     Ok(sockets)
 }
@@ -99,7 +159,7 @@ pub fn parse_replies(buf: &[u8], out: &mut Vec<DiagSocket>) -> Result<bool, Diag
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(err) => return Err(DiagError::Kernel(err.to_io())),
             NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                out.extend(DiagSocket::from_header(&response.header));
+                out.extend(DiagSocket::from_response(&response));
             }
             _ => {}
         }

@@ -4,6 +4,9 @@
 //! §4): the startup seed, the periodic reconcile and TIME_WAIT counts; and, through the
 //! socket inode, the process that owns a socket ([`owners`]); and the container and pod
 //! behind a socket's cgroup id ([`cgroup`]).
+//!
+//! A dump lists only the sockets of the network namespace its netlink socket was created
+//! in (DESIGN.md §7): [`netns`] dumps every namespace, each from a socket made inside it.
 
 pub mod cgroup;
 mod dump;
@@ -12,8 +15,9 @@ pub mod owners;
 
 use std::net::SocketAddr;
 
-pub use dump::{dump_tcp, parse_replies, DiagError};
-use netlink_packet_sock_diag::inet::{InetResponseHeader, Timer};
+pub use dump::{dump_tcp, dump_tcp_on, open_socket, parse_replies, DiagError};
+use netlink_packet_core::Nla as _;
+use netlink_packet_sock_diag::inet::{nlas::Nla, InetResponse, InetResponseHeader, Timer};
 
 use crate::state::TcpState;
 
@@ -32,9 +36,18 @@ pub struct DiagSocket {
     /// A timewait mini-socket (TIME_WAIT, or the FIN_WAIT2 substate of an orphan),
     /// not a full socket: its full socket already went →CLOSE.
     pub timewait: bool,
-    /// The socket's cgroup v2 id (INET_DIAG_CGROUP_ID), when the kernel sent it.
+    /// The cgroup v2 id of the socket (the cgroup of the task that created it; the
+    /// inode number of that cgroup's directory), from `INET_DIAG_CGROUP_ID`. Only full
+    /// sockets carry it: `None` for timewait and request sockets, and on kernels before
+    /// 5.8 or without `CONFIG_SOCK_CGROUP_DATA`.
     pub cgroup_id: Option<u64>,
 }
+
+/// `INET_DIAG_CGROUP_ID` (include/uapi/linux/inet_diag.h; since 5.8): a u64 the kernel
+/// adds to every full socket's reply unasked, no request extension bit
+/// (`inet_diag_msg_attrs_fill()`, net/ipv4/inet_diag.c). netlink-packet-sock-diag 0.5
+/// has no variant for it: it arrives as `Nla::Other`.
+pub const INET_DIAG_CGROUP_ID: u16 = 21;
 
 impl DiagSocket {
     /// Converts a response header; `None` for a state this build does not know.
@@ -50,6 +63,20 @@ impl DiagSocket {
             timewait: header.timer == Some(Timer::TimeWait),
             cgroup_id: None,
         })
+    }
+
+    /// Converts a whole response: the header and the attributes used here.
+    pub fn from_response(response: &InetResponse) -> Option<DiagSocket> {
+        let mut socket = Self::from_header(&response.header)?;
+        socket.cgroup_id = response.nlas.iter().find_map(|nla| match nla {
+            Nla::Other(attr) if attr.kind() == INET_DIAG_CGROUP_ID && attr.value_len() == 8 => {
+                let mut value = [0u8; 8];
+                attr.emit_value(&mut value);
+                Some(u64::from_ne_bytes(value))
+            }
+            _ => None,
+        });
+        Some(socket)
     }
 
     /// The key the tracker matches sockets by when it has no kernel address.

@@ -137,3 +137,85 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
             .expect("netns thread panicked")
     })
 }
+
+/// One network namespace (`ip netns add <tag>-<pid>`) with loopback up, deleted on
+/// drop. A deletion that fails panics, unless the thread is already panicking (then
+/// it only says so), so that a test cannot leave namespaces behind unnoticed.
+pub struct Netns {
+    pub name: String,
+    deleted: bool,
+}
+
+impl Netns {
+    pub fn create(tag: &str) -> Netns {
+        let name = format!("{tag}-{}", std::process::id());
+        // A previous run killed before its cleanup.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let netns = Netns {
+            name,
+            deleted: false,
+        };
+        sh("ip", &["-n", &netns.name, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// `/run/netns/<name>`, the bind mount `ip netns add` made.
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.name)
+    }
+
+    /// The namespace's inode number (`net:[N]`).
+    pub fn inum(&self) -> u32 {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(self.path())
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()));
+        u32::try_from(meta.ino()).expect("namespace inode numbers are 32-bit")
+    }
+
+    /// Runs `f` on a thread inside the namespace; sockets it makes live there.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(&self.name, f)
+    }
+
+    /// `ip netns exec <name> program args…`, its output.
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name, program];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// Deletes it now (`ip netns del`).
+    pub fn delete(mut self) {
+        self.remove();
+    }
+
+    fn remove(&mut self) {
+        if std::mem::replace(&mut self.deleted, true) {
+            return;
+        }
+        let result = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let failure = match result {
+            Ok(out) if out.status.success() => return,
+            Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        let message = format!(
+            "removing network namespace {}: {failure}",
+            self.name.as_str()
+        );
+        if std::thread::panicking() {
+            eprintln!("{message}");
+        } else {
+            panic!("{message}");
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

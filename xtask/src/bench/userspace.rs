@@ -14,6 +14,9 @@ use crate::cmd;
 pub const TIME_WAIT_SOCKETS: u64 = 100_000;
 /// Records in one replay (benches/pipeline.rs: 100k connections × 10).
 pub const REPLAY_EVENTS: u64 = 1_000_000;
+/// Network namespaces for the every-namespace dump measurement (1,000 TIME_WAIT
+/// sockets each: benches/namespaces/mod.rs).
+pub const NAMESPACES: u64 = 100;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Capacity {
@@ -25,6 +28,21 @@ pub struct Capacity {
     pub time_wait_sockets: u64,
     pub dump_ms: f64,
     pub reconcile_ms: f64,
+    /// Finding and dumping every network namespace, once with the namespaces sharing
+    /// the host's TCP hash and once with hashes of their own.
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceDumpTime>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct NamespaceDumpTime {
+    /// `net.ipv4.tcp_child_ehash_entries` they were created with (0: the shared hash).
+    pub child_ehash_entries: u64,
+    /// Namespaces found (the benchmark's, the host's own, and any others on the host).
+    pub namespaces: u64,
+    pub sockets: u64,
+    pub find_ms: f64,
+    pub dump_ms: f64,
 }
 
 #[derive(Deserialize)]
@@ -99,7 +117,20 @@ pub fn run() -> anyhow::Result<Capacity> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    eprintln!("bench: finding and dumping {NAMESPACES} network namespaces");
+    // In the host's namespace: it makes (and removes) namespaces of its own.
+    let namespaces = Command::new(&executable)
+        .args(["--namespaces", &NAMESPACES.to_string()])
+        .output()
+        .context("running the namespace benchmark")?;
+    if !namespaces.status.success() {
+        bail!(
+            "the namespace benchmark failed:\n{}",
+            String::from_utf8_lossy(&namespaces.stderr)
+        );
+    }
+    let stdout = [out.stdout, namespaces.stdout].concat();
+    for line in String::from_utf8_lossy(&stdout).lines() {
         let Ok(m) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
@@ -116,6 +147,13 @@ pub fn run() -> anyhow::Result<Capacity> {
                 capacity.dump_ms = f("dump_milliseconds");
                 capacity.reconcile_ms = f("reconcile_milliseconds");
             }
+            Some("namespaces") => capacity.namespaces.push(NamespaceDumpTime {
+                child_ehash_entries: f("child_ehash_entries") as u64,
+                namespaces: f("namespaces_found") as u64,
+                sockets: f("sockets_dumped") as u64,
+                find_ms: f("find_milliseconds"),
+                dump_ms: f("dump_milliseconds"),
+            }),
             _ => {}
         }
     }
