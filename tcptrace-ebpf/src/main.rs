@@ -17,12 +17,11 @@ use aya_ebpf::{
     programs::TracePointContext,
     Global,
 };
-use tcptrace_common::{
-    counter, kind, Event, KernelOffsets, AF_INET, AF_INET6, MAX_FILTER_PORTS,
-};
+use tcptrace_common::{counter, kind, Event, KernelOffsets, AF_INET, AF_INET6, MAX_FILTER_PORTS};
 use tracepoints::{
     InetSockSetState, SockaddrStorage, TcpReceiveReset, TcpRetransmitSkb, TcpRetransmitSynack,
-    TcpSendReset, IPPROTO_TCP, SOCKADDR_IN6_ADDR, SOCKADDR_IN_ADDR, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
+    TcpSendReset, IPPROTO_TCP, SOCKADDR_IN6_ADDR, SOCKADDR_IN_ADDR, TCP_NEW_SYN_RECV,
+    TCP_TIME_WAIT,
 };
 
 /// Default 4 MiB: ~40k events of 104 bytes (record + header), over 100 ms at the

@@ -146,7 +146,6 @@ const _: () = {
     assert!(offset_of!(TcpReceiveReset, sock_cookie) == 64);
 };
 
-
 /// `IPPROTO_TCP` (`include/uapi/linux/in.h`).
 pub const IPPROTO_TCP: u16 = 6;
 

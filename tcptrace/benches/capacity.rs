@@ -22,8 +22,8 @@ use std::{
 use serde_json::json;
 use tcptrace::{
     clock::monotonic_now_ns,
-    decode::decode,
     daemon::snapshot_of,
+    decode::decode,
     detect::TimeWaitReport,
     diag::netns::{dump_namespaces, Namespace},
     metrics::{EventRecorder, Metrics},
@@ -164,7 +164,9 @@ fn make_time_wait(n: u64) -> Vec<TcpListener> {
 fn own_namespace() -> Namespace {
     use std::os::unix::fs::MetadataExt as _;
     let path = std::path::PathBuf::from("/proc/self/ns/net");
-    let inum = std::fs::metadata(&path).expect("stat /proc/self/ns/net").ino();
+    let inum = std::fs::metadata(&path)
+        .expect("stat /proc/self/ns/net")
+        .ino();
     Namespace {
         inum: u32::try_from(inum).expect("namespace inodes are 32-bit"),
         path,

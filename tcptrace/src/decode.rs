@@ -179,7 +179,10 @@ mod tests {
     #[test]
     fn rejects_short_long_and_empty_records() {
         let full = bytes(&raw_v4(kind::STATE_CHANGE, 7, 2));
-        assert_eq!(decode(&full[..EVENT_SIZE - 1]), Err(DecodeError::Size(EVENT_SIZE - 1)));
+        assert_eq!(
+            decode(&full[..EVENT_SIZE - 1]),
+            Err(DecodeError::Size(EVENT_SIZE - 1))
+        );
         assert_eq!(decode(&[]), Err(DecodeError::Size(0)));
         let mut long = full.clone();
         long.push(0);

@@ -119,11 +119,7 @@ pub fn kernel_socket(state: TcpState, local: &str, remote: &str) -> KernelSocket
 pub fn snapshot(sockets: &[KernelSocket], started_ns: u64) -> Snapshot {
     Snapshot {
         sockets: sockets.to_vec(),
-        dumped: sockets
-            .iter()
-            .map(|s| s.key.netns)
-            .chain([NETNS])
-            .collect(),
+        dumped: sockets.iter().map(|s| s.key.netns).chain([NETNS]).collect(),
         unreachable: Default::default(),
         started_ns,
     }

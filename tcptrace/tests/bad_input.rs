@@ -38,16 +38,27 @@ fn as_nobody(args: &[&str]) -> Output {
 /// `sh -c script` in a private mount namespace: what it mounts or unmounts stays there.
 fn in_private_mounts(script: &str) -> Command {
     let mut command = Command::new("unshare");
-    command.args(["--mount", "--propagation", "private", "--", "sh", "-c", script]);
+    command.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
     command
 }
 
 /// Whether the host (this process's mount namespace) has tracefs where tcptrace
 /// looks for it.
 fn host_has_tracefs() -> bool {
-    ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-        .iter()
-        .any(|p| std::path::Path::new(p).is_dir())
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).is_dir())
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::{
 };
 
 use common::{leaker::*, netns::*, serve::*, *};
+use tcptrace::state::TcpState;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -46,17 +47,18 @@ fn metric(serve: &Serve, name: &str, labels: &str) -> f64 {
 /// while nothing is lost.
 fn corrections(serve: &Serve) -> [f64; 4] {
     let text = serve.metrics();
-    [
-        r#"kind="closed""#,
-        r#"kind="added""#,
-        r#"kind="state""#,
-    ]
-    .map(|kind| sample(&text, "tcptrace_reconcile_corrections_total", kind).unwrap_or(0.0))
-    .into_iter()
-    .chain([sample(&text, "tcptrace_connections_closed_total", r#"kind="vanished""#).unwrap_or(0.0)])
-    .collect::<Vec<_>>()
-    .try_into()
-    .unwrap()
+    [r#"kind="closed""#, r#"kind="added""#, r#"kind="state""#]
+        .map(|kind| sample(&text, "tcptrace_reconcile_corrections_total", kind).unwrap_or(0.0))
+        .into_iter()
+        .chain([sample(
+            &text,
+            "tcptrace_connections_closed_total",
+            r#"kind="vanished""#,
+        )
+        .unwrap_or(0.0)])
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap()
 }
 
 #[test]
@@ -104,7 +106,10 @@ fn the_same_loopback_tuple_in_two_namespaces_is_never_merged() {
         .map(|l| {
             assert_eq!(l["local"], format!("127.0.0.1:{PORT}"));
             assert_eq!(l["remote"], "127.0.0.1:27100");
-            (l["netns"].as_u64().unwrap(), l["owner"]["pid"].as_u64().unwrap())
+            (
+                l["netns"].as_u64().unwrap(),
+                l["owner"]["pid"].as_u64().unwrap(),
+            )
         })
         .collect();
     seen.sort_unstable();
@@ -113,7 +118,10 @@ fn the_same_loopback_tuple_in_two_namespaces_is_never_merged() {
         .map(|s| (netns_of(s.pid()), u64::from(s.pid())))
         .collect();
     expected.sort_unstable();
-    assert_eq!(seen, expected, "one leak in each namespace, each its own server's");
+    assert_eq!(
+        seen, expected,
+        "one leak in each namespace, each its own server's"
+    );
     // Each server end is paired with the client end of its own namespace.
     for leak in &listed {
         let timeline = serve.json(&format!("/api/connections/{}", leak["id"]));
@@ -147,7 +155,10 @@ fn time_wait_in_a_namespace_is_that_namespaces_level_only() {
             .as_u64()?;
         (level == M as u64).then_some(report)
     });
-    assert_eq!(report["time_wait"]["total"], M, "the host has none on this port");
+    assert_eq!(
+        report["time_wait"]["total"], M,
+        "the host has none on this port"
+    );
     let host = own_namespace().inum;
     let host_level = report["time_wait"]["namespaces"]
         .as_array()
@@ -158,7 +169,11 @@ fn time_wait_in_a_namespace_is_that_namespaces_level_only() {
         .clone();
     assert_eq!(host_level, ss_count("time-wait", PORT));
     assert_eq!(
-        metric(&serve, "tcptrace_time_wait_sockets_by_netns", &format!("netns=\"{inum}\"")),
+        metric(
+            &serve,
+            "tcptrace_time_wait_sockets_by_netns",
+            &format!("netns=\"{inum}\"")
+        ),
         M as f64
     );
 }
@@ -192,14 +207,15 @@ fn a_connection_between_two_namespaces_lives_through_reconciles_and_closes_as_it
     });
     let mut namespaces: Vec<u64> = before.iter().map(|(_, n)| *n).collect();
     namespaces.sort_unstable();
-    let mut expected = vec![
-        u64::from(inum_of(&pair.a)),
-        u64::from(inum_of(&pair.b)),
-    ];
+    let mut expected = vec![u64::from(inum_of(&pair.a)), u64::from(inum_of(&pair.b))];
     expected.sort_unstable();
     assert_eq!(namespaces, expected, "each end in its own namespace");
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(established(&serve), before, "the same two connections, untouched");
+    assert_eq!(
+        established(&serve),
+        before,
+        "the same two connections, untouched"
+    );
     assert_eq!(corrections(&serve), [0.0; 4]);
     // The client closes first, then the server: a four-way close seen from both ends.
     drop(client);
@@ -246,8 +262,16 @@ fn a_deleted_namespace_closes_its_connections_as_vanished_once() {
         (list["matching"] == 2).then_some(())
     });
     ns.delete();
-    let vanished = |serve: &Serve| metric(serve, "tcptrace_connections_closed_total", r#"kind="vanished""#);
-    eventually(WAIT, "both closed as vanished", || (vanished(&serve) == 2.0).then_some(()));
+    let vanished = |serve: &Serve| {
+        metric(
+            serve,
+            "tcptrace_connections_closed_total",
+            r#"kind="vanished""#,
+        )
+    };
+    eventually(WAIT, "both closed as vanished", || {
+        (vanished(&serve) == 2.0).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(vanished(&serve), 2.0, "once");
     let mut log = Vec::new();
@@ -255,7 +279,11 @@ fn a_deleted_namespace_closes_its_connections_as_vanished_once() {
         log.push(line);
     }
     let about: Vec<_> = log.iter().filter(|l| l.contains("namespace")).collect();
-    assert_eq!(about.len(), 1, "one line about it, not one per reconcile: {log:#?}");
+    assert_eq!(
+        about.len(),
+        1,
+        "one line about it, not one per reconcile: {log:#?}"
+    );
     drop((listener, client, accepted));
 }
 
@@ -314,7 +342,10 @@ impl Drop for CgroupTree {
             }
         }
         if !failures.is_empty() && !std::thread::panicking() {
-            panic!("cgroups under {} left behind: {failures:?}", self.top.display());
+            panic!(
+                "cgroups under {} left behind: {failures:?}",
+                self.top.display()
+            );
         }
     }
 }
@@ -336,7 +367,11 @@ fn a_leak_in_a_kubernetes_container_is_attributed_to_its_container_and_pod() {
     let cgroups = CgroupTree::new("k8s", &layout);
     let ns = Netns::create("tt-pod");
     let serve = serve_on(PORT, &[]);
-    let watch = Serve::run("watch", &["--json", "-P", &PORT.to_string()]);
+    let mut harness = Harness::start(tcptrace::probe::KernelFilter {
+        ports: vec![PORT],
+        family: None,
+        netns: Some(ns.inum()),
+    });
     // The server makes every socket after it is moved into the container's cgroup;
     // the last connection's client is this test's thread (another cgroup), so the
     // server end enters CLOSE_WAIT in softirq while this process is on the CPU.
@@ -350,45 +385,49 @@ fn a_leak_in_a_kubernetes_container_is_attributed_to_its_container_and_pod() {
         assert_eq!(leak["container"]["id"], container);
         assert_eq!(leak["container"]["runtime"], "containerd");
         assert_eq!(leak["pod_uid"], pod);
-        assert!(leak["cgroup"].as_str().unwrap().ends_with(&layout), "{leak}");
+        assert!(
+            leak["cgroup"].as_str().unwrap().ends_with(&layout),
+            "{leak}"
+        );
     }
     assert_eq!(
         metric(
             &serve,
             "tcptrace_close_wait_stuck_by_process",
-            &format!("comm=\"python3\",container=\"{}\",pid=\"{}\"", &container[..12], server.pid())
+            &format!(
+                "comm=\"python3\",container=\"{}\",pid=\"{}\"",
+                &container[..12],
+                server.pid()
+            )
         ),
         N as f64
     );
-    // The transitions into CLOSE_WAIT carry the socket's cgroup, whatever task ran them.
-    let own_cgroup = {
-        use std::os::unix::fs::MetadataExt as _;
-        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let path = tcptrace::diag::owners::parse_cgroup(&text).unwrap();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = tcptrace::diag::cgroup::cgroup2_mount(&mountinfo).unwrap();
-        std::fs::metadata(mount.join(path.trim_start_matches('/'))).unwrap().ino()
-    };
-    let mut into_close_wait = Vec::new();
-    eventually(WAIT, "N transitions into CLOSE_WAIT", || {
-        while let Ok(line) = watch.output.try_recv() {
-            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if event["new_state"] == "CLOSE_WAIT" {
-                into_close_wait.push(event);
-            }
-        }
-        (into_close_wait.len() == N).then_some(())
-    });
-    for event in &into_close_wait {
-        assert_eq!(event["sock_cgroup_id"], cgroups.id(), "{event}");
-    }
-    let by_this_process: Vec<_> = into_close_wait
+    // The transitions into CLOSE_WAIT carry the socket's cgroup, whatever task ran them
+    // (the raw events, before tcptrace names an owner).
+    let into_close_wait: Vec<_> = harness
+        .collect_until(WAIT, |events| {
+            events
+                .iter()
+                .filter(|e| e.kind == change(TcpState::Established, TcpState::CloseWait))
+                .count()
+                == N
+        })
         .iter()
-        .filter(|e| e["cgroup_id"] == own_cgroup)
+        .filter(|e| e.kind == change(TcpState::Established, TcpState::CloseWait))
+        .map(|e| (e.sock_cgroup_id, e.task.cgroup_id, e.task.pid))
         .collect();
+    assert_eq!(into_close_wait.len(), N);
     assert!(
-        !by_this_process.is_empty(),
-        "the outside client's close ran the transition on this process's task: {into_close_wait:#?}"
+        into_close_wait
+            .iter()
+            .all(|&(sock, _, _)| sock == cgroups.id()),
+        "{into_close_wait:?}"
+    );
+    assert!(
+        into_close_wait
+            .iter()
+            .any(|&(_, task, pid)| task != cgroups.id() && pid == std::process::id()),
+        "the outside client's close ran one on this process's task: {into_close_wait:?}"
     );
     drop(server);
 }

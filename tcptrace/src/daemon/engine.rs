@@ -153,9 +153,7 @@ impl Engine {
     /// A periodic dump: heal the table, then the same as after the seed.
     pub fn reconciled(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
         self.scope(&mut dump);
-        let report = self
-            .tracker
-            .reconcile(&dump.snapshot(), monotonic_now_ns());
+        let report = self.tracker.reconcile(&dump.snapshot(), monotonic_now_ns());
         if report.closed_with_namespace > 0 {
             log::info!(
                 "{} connections closed with their network namespace, which is gone",
@@ -193,8 +191,7 @@ impl Engine {
             .observe(dump.took.as_secs_f64());
         let now = monotonic_now_ns();
         let threshold = self.detect.close_wait_threshold.as_nanos() as u64;
-        self.stuck =
-            close_wait::find_stuck(self.tracker.live(), &dump.namespaces, now, threshold);
+        self.stuck = close_wait::find_stuck(self.tracker.live(), &dump.namespaces, now, threshold);
         self.time_wait = TimeWaitReport::new(
             &dump.namespaces,
             self.detect.top_remotes,

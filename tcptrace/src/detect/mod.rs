@@ -87,20 +87,21 @@ impl LeakReport {
                 let workload = close_wait::workload(s, owner.as_ref(), resolve);
                 let workload = workload.as_deref();
                 CloseWaitLeak {
-                id: s.id,
-                netns: s.netns,
-                cgroup: workload.map(|w| w.cgroup.clone()),
-                container: workload.and_then(|w| w.container.clone()),
-                pod_uid: workload.and_then(|w| w.pod_uid.clone()),
-                local: s.local,
-                remote: s.remote,
-                since: rfc3339(clock.to_system_time(s.since_ns)),
-                age_seconds: seconds(s.age_ns),
-                age_is_lower_bound: s.age_is_lower_bound,
-                unread_bytes: s.unread_bytes,
-                eof_read: s.eof_read,
-                owner,
-            }})
+                    id: s.id,
+                    netns: s.netns,
+                    cgroup: workload.map(|w| w.cgroup.clone()),
+                    container: workload.and_then(|w| w.container.clone()),
+                    pod_uid: workload.and_then(|w| w.pod_uid.clone()),
+                    local: s.local,
+                    remote: s.remote,
+                    since: rfc3339(clock.to_system_time(s.since_ns)),
+                    age_seconds: seconds(s.age_ns),
+                    age_is_lower_bound: s.age_is_lower_bound,
+                    unread_bytes: s.unread_bytes,
+                    eof_read: s.eof_read,
+                    owner,
+                }
+            })
             .collect();
         LeakReport {
             checked_at: Some(rfc3339(clock.to_system_time(now_ns))),

@@ -102,7 +102,12 @@ fn only_sockets_the_kernel_still_has_in_close_wait_are_stuck() {
         // b is gone from the kernel (its events are late), c is not in CLOSE_WAIT.
         socket(LastAck, "127.0.0.1:80", "127.0.0.1:50002", 3, 0),
     ];
-    let stuck = find_stuck([&a, &b, &c].into_iter(), &in_netns(&dump), 100 * SECOND, SECOND);
+    let stuck = find_stuck(
+        [&a, &b, &c].into_iter(),
+        &in_netns(&dump),
+        100 * SECOND,
+        SECOND,
+    );
     assert_eq!(stuck.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
 }
 
@@ -237,7 +242,12 @@ fn the_leak_report_sums_what_an_operator_needs() {
         socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 1, 100),
         socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50001", 2, 0),
     ];
-    let stuck = find_stuck([&a, &b].into_iter(), &in_netns(&dump), 60 * SECOND, 30 * SECOND);
+    let stuck = find_stuck(
+        [&a, &b].into_iter(),
+        &in_netns(&dump),
+        60 * SECOND,
+        30 * SECOND,
+    );
     let report = LeakReport::new(
         &stuck,
         &OwnerCache::default(),
@@ -361,10 +371,7 @@ fn time_wait_is_counted_per_namespace_with_each_namespaces_own_port_range() {
             .iter()
             .map(|n| (n.netns, n.time_wait, n.port_range))
             .collect::<Vec<_>>(),
-        [
-            (NETNS + 1, 5, pod_range),
-            (NETNS, 3, DEFAULT_PORT_RANGE)
-        ]
+        [(NETNS + 1, 5, pod_range), (NETNS, 3, DEFAULT_PORT_RANGE)]
     );
     let remotes: Vec<_> = report
         .top_remotes
@@ -393,7 +400,12 @@ fn a_leak_is_joined_with_its_own_namespaces_dump_only() {
     tracked.netns = NETNS + 1;
     let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 5, 0)];
     // Only the host's dump lists it: the pod's connection is not stuck by it.
-    let stuck = find_stuck([&tracked].into_iter(), &in_netns(&dump), 100 * SECOND, SECOND);
+    let stuck = find_stuck(
+        [&tracked].into_iter(),
+        &in_netns(&dump),
+        100 * SECOND,
+        SECOND,
+    );
     assert!(stuck.is_empty());
     let mut both = in_netns(&dump);
     both.push(NamespaceDump {

@@ -120,7 +120,11 @@ impl TimeWaitReport {
         for dump in dumps {
             let range = dump.port_range.unwrap_or(DEFAULT_PORT_RANGE);
             let mut time_wait = 0;
-            for socket in dump.sockets.iter().filter(|s| s.state == TcpState::TimeWait) {
+            for socket in dump
+                .sockets
+                .iter()
+                .filter(|s| s.state == TcpState::TimeWait)
+            {
                 time_wait += 1;
                 let full = by_remote.len() >= MAX_TIME_WAIT_REMOTES;
                 match by_remote.get_mut(&(dump.netns, socket.remote)) {
@@ -164,9 +168,11 @@ impl TimeWaitReport {
         report.top_remotes = remotes;
 
         report.port_pressure.sort_by(|a, b| {
-            (b.time_wait + b.live).cmp(&(a.time_wait + a.live)).then_with(|| {
-                (a.netns, a.local_address, a.remote).cmp(&(b.netns, b.local_address, b.remote))
-            })
+            (b.time_wait + b.live)
+                .cmp(&(a.time_wait + a.live))
+                .then_with(|| {
+                    (a.netns, a.local_address, a.remote).cmp(&(b.netns, b.local_address, b.remote))
+                })
         });
         report.port_pressure.truncate(top);
         report

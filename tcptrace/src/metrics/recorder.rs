@@ -235,8 +235,8 @@ impl EventRecorder {
         m.time_wait.set(tw.total as i64);
         let top = self.top_remotes;
         let shown: u64 = tw.namespaces.iter().take(top).map(|n| n.time_wait).sum();
-        let other_namespaces = (tw.total > shown)
-            .then(|| (vec![OTHER.to_owned()], (tw.total - shown) as i64));
+        let other_namespaces =
+            (tw.total > shown).then(|| (vec![OTHER.to_owned()], (tw.total - shown) as i64));
         self.time_wait_namespaces.replace(
             &m.time_wait_by_netns,
             tw.namespaces
@@ -245,13 +245,18 @@ impl EventRecorder {
                 .map(|n| (vec![n.netns.to_string()], n.time_wait as i64))
                 .chain(other_namespaces),
         );
-        let other = (tw.other > 0)
-            .then(|| (vec![OTHER.to_owned(), OTHER.to_owned()], tw.other as i64));
+        let other =
+            (tw.other > 0).then(|| (vec![OTHER.to_owned(), OTHER.to_owned()], tw.other as i64));
         self.time_wait_remotes.replace(
             &m.time_wait_by_remote,
             tw.top_remotes
                 .iter()
-                .map(|r| (vec![r.netns.to_string(), r.remote.to_string()], r.sockets as i64))
+                .map(|r| {
+                    (
+                        vec![r.netns.to_string(), r.remote.to_string()],
+                        r.sockets as i64,
+                    )
+                })
                 .chain(other),
         );
         self.port_pressure.replace(
@@ -268,7 +273,10 @@ impl EventRecorder {
             }),
         );
         m.port_pressure_max.set(tw.max_ratio());
-        let own = tw.namespaces.iter().find(|n| Some(n.netns) == self.own_netns);
+        let own = tw
+            .namespaces
+            .iter()
+            .find(|n| Some(n.netns) == self.own_netns);
         if let Some(own) = own {
             m.port_range_size.set(i64::from(own.port_range.size()));
         }

@@ -3,9 +3,9 @@
 use super::*;
 use crate::{
     event::{EventKind, TcpEvent},
-    tracker::{KernelSocket, SocketKey},
     state::TcpState::{self, *},
     testing::*,
+    tracker::{KernelSocket, SocketKey},
 };
 
 fn run(tracker: &mut Tracker, events: &[TcpEvent]) {
@@ -279,7 +279,11 @@ fn reconcile_closes_what_the_kernel_no_longer_has_and_adds_what_it_has() {
     run(&mut t, &CLIENT_OPEN(1));
     // The client's →CLOSE is lost; the kernel instead has a CLOSE_WAIT socket no event
     // told us about.
-    let dump = [kernel_socket(CloseWait, "127.0.0.1:9000", "127.0.0.1:50000")];
+    let dump = [kernel_socket(
+        CloseWait,
+        "127.0.0.1:9000",
+        "127.0.0.1:50000",
+    )];
     let report = t.reconcile(&snapshot(&dump, 100 * MS), 101 * MS);
     assert_eq!((report.closed, report.added), (1, 1));
     assert_eq!(t.stats().reconcile_closed, 1);
@@ -343,9 +347,17 @@ fn reconcile_moves_a_connection_whose_transition_was_lost_to_the_kernels_state()
         "the age counts from the correction"
     );
     // The same dump again changes nothing, and nothing newer than a dump is touched.
-    assert_eq!(t.reconcile(&snapshot(&dump, 200 * MS), 201 * MS).state_fixed, 0);
+    assert_eq!(
+        t.reconcile(&snapshot(&dump, 200 * MS), 201 * MS)
+            .state_fixed,
+        0
+    );
     let stale = [kernel_socket(Established, CLIENT, SERVER)];
-    assert_eq!(t.reconcile(&snapshot(&stale, 100 * MS), 202 * MS).state_fixed, 0);
+    assert_eq!(
+        t.reconcile(&snapshot(&stale, 100 * MS), 202 * MS)
+            .state_fixed,
+        0
+    );
     assert_eq!(t.live().next().unwrap().state(), CloseWait);
 }
 
@@ -545,8 +557,16 @@ mod fuzz {
             1 => prop::option::of(state.clone()).prop_map(|state| EventKind::SendReset { state }),
             1 => prop::option::of(state).prop_map(|state| EventKind::ReceiveReset { state }),
         ];
-        (0u64..6, 0u64..1000, kind, 0u16..3, 0u16..3, 0u32..3, 0u32..2).prop_map(
-            |(sk, ms, kind, local, remote, pid, netns)| {
+        (
+            0u64..6,
+            0u64..1000,
+            kind,
+            0u16..3,
+            0u16..3,
+            0u32..3,
+            0u32..2,
+        )
+            .prop_map(|(sk, ms, kind, local, remote, pid, netns)| {
                 let mut e = event(
                     sk,
                     ms,
@@ -558,8 +578,7 @@ mod fuzz {
                 // Two namespaces holding the same tuples.
                 e.netns = NETNS + netns;
                 e
-            },
-        )
+            })
     }
 
     proptest! {
@@ -627,7 +646,10 @@ fn the_same_four_tuple_in_two_namespaces_is_two_connections_paired_within_each()
     assert_eq!(t.live_count(), 4);
     for conn in t.live() {
         let partner = t.partner(conn).expect("its other end");
-        assert_eq!(partner.netns, conn.netns, "loopback never pairs across namespaces");
+        assert_eq!(
+            partner.netns, conn.netns,
+            "loopback never pairs across namespaces"
+        );
         assert_eq!((partner.local, partner.remote), (conn.remote, conn.local));
     }
     // One namespace's client closes: the other namespace's same tuple is untouched.
@@ -756,9 +778,15 @@ fn seeded_sockets_bind_to_the_events_of_their_own_namespace() {
             server(7, 6, LastAck, Close),
         ],
     );
-    let live: Vec<_> = t.live().map(|c| (c.netns, c.state(), c.cgroup_id)).collect();
+    let live: Vec<_> = t
+        .live()
+        .map(|c| (c.netns, c.state(), c.cgroup_id))
+        .collect();
     assert_eq!(live, [(NETNS + 1, CloseWait, 99)]);
     let done = last_finished(&t);
-    assert_eq!((done.netns, states(done)), (NETNS, vec![CloseWait, LastAck, Close]));
+    assert_eq!(
+        (done.netns, states(done)),
+        (NETNS, vec![CloseWait, LastAck, Close])
+    );
     assert_eq!(done.cgroup_id, SOCK_CGROUP, "learned from the events");
 }

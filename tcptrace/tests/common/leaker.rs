@@ -41,7 +41,13 @@ impl Leaker {
     /// 127.0.0.1:`port`; it waits for [`Leaker::go`]. `client_port` 0: ephemeral client
     /// ports, else `client_port + i`. `time_wait` more connections end in TIME_WAIT on
     /// the client side.
-    pub fn spawn(netns: &str, port: u16, leaks: usize, client_port: u16, time_wait: usize) -> Leaker {
+    pub fn spawn(
+        netns: &str,
+        port: u16,
+        leaks: usize,
+        client_port: u16,
+        time_wait: usize,
+    ) -> Leaker {
         Self::spawn_accepting(netns, port, leaks, client_port, time_wait, 0)
     }
 
@@ -55,7 +61,13 @@ impl Leaker {
         time_wait: usize,
         outside: usize,
     ) -> Leaker {
-        let counts = [port, leaks as u16, client_port, time_wait as u16, outside as u16];
+        let counts = [
+            port,
+            leaks as u16,
+            client_port,
+            time_wait as u16,
+            outside as u16,
+        ];
         let mut child = Command::new("ip")
             .args(["netns", "exec", netns, "python3", "-c", SCRIPT])
             .args(counts.map(|n| n.to_string()))
@@ -98,7 +110,11 @@ pub fn ss_count_in(netns: &str, state: &str, port: u16) -> usize {
         .arg(format!("( sport = :{port} or dport = :{port} )"))
         .output()
         .expect("ss runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 

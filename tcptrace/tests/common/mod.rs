@@ -15,7 +15,7 @@ use std::{
 };
 
 use tcptrace::{
-    diag::netns::{dump_namespaces, NamespacesDump, Namespace},
+    diag::netns::{dump_namespaces, Namespace, NamespacesDump},
     event::{EventKind, TcpEvent},
     probe::{spawn_reader, EventBatch, KernelFilter, PipelineStats, Probe, ProbeConfig},
     state::TcpState,
@@ -270,7 +270,9 @@ fn bpftool_ids(object: &str) -> std::collections::HashSet<u64> {
 pub fn own_namespace() -> Namespace {
     use std::os::unix::fs::MetadataExt as _;
     let path = std::path::PathBuf::from("/proc/self/ns/net");
-    let inum = std::fs::metadata(&path).expect("stat /proc/self/ns/net").ino();
+    let inum = std::fs::metadata(&path)
+        .expect("stat /proc/self/ns/net")
+        .ino();
     Namespace {
         inum: u32::try_from(inum).expect("namespace inodes are 32-bit"),
         path,
