@@ -86,6 +86,10 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// How long a finished dump waits for the events made while it ran: a few of the
+/// reader's drain intervals.
+const DUMP_SETTLE: Duration = crate::probe::DRAIN_EVERY.saturating_mul(5);
+
 /// How often levels (connections by state, kernel counters) are refreshed.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -180,6 +184,12 @@ pub async fn run(
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reconcile.tick().await;
     let mut dump_running = false;
+    // A finished dump waits until the events made while it ran have reached the table
+    // (the reader drains every DRAIN_EVERY): judged earlier, a socket that closed during
+    // the dump would look gone while its →CLOSE is still in the ring buffer.
+    let mut settled_dump: Option<background::Dump> = None;
+    let settle = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(settle);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -199,13 +209,19 @@ pub async fn run(
             }
             Some(finished) = done.recv() => match finished {
                 background::Done::Dump(result) => {
-                    dump_running = false;
-                    engine.reconciled(result, &done_tx);
+                    settled_dump = Some(result);
+                    settle.as_mut().reset(tokio::time::Instant::now() + DUMP_SETTLE);
                 }
                 background::Done::Owners { looked_up, found } => {
                     engine.owners_found(&looked_up, found);
                 }
             },
+            () = &mut settle, if settled_dump.is_some() => {
+                dump_running = false;
+                if let Some(dump) = settled_dump.take() {
+                    engine.reconciled(dump, &done_tx);
+                }
+            }
             _ = tick.tick() => match probe.kernel_counters() {
                 Ok(kernel) => engine.tick(kernel, stats.decode_errors.load(Relaxed)),
                 Err(err) => log::warn!("reading the kernel's counters: {err}"),

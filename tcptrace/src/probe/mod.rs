@@ -16,7 +16,7 @@ pub use btf::{
 pub use config::{Family, FilterError, KernelFilter, ProbeConfig, DEFAULT_RING_BUFFER_BYTES};
 pub use loader::{KernelCounters, Probe, TracepointSpec, PROGRAMS};
 pub use privileges::{effective_capabilities, missing_capabilities};
-pub use reader::{spawn_reader, EventBatch, PipelineStats};
+pub use reader::{spawn_reader, EventBatch, PipelineStats, DRAIN_EVERY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
