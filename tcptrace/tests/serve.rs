@@ -70,7 +70,7 @@ fn a_close_wait_leak_is_reported_with_the_servers_pid() {
         sample(
             &metrics,
             "tcptrace_close_wait_stuck_by_process",
-            &format!("comm=\"{comm}\",pid=\"{me}\"")
+            &format!("comm=\"{comm}\",container=\"\",pid=\"{me}\"")
         ),
         Some(N as f64)
     );
@@ -158,7 +158,8 @@ fn time_wait_metrics_toward_one_destination_equal_what_ss_counts() {
     time_wait_sockets(&listener, M);
     let ss = ss_count("time-wait", port);
     assert_eq!(ss, M, "the kernel holds M client sockets in TIME_WAIT");
-    let remote = format!("remote=\"{server_addr}\"");
+    let netns = own_namespace().inum;
+    let remote = format!("netns=\"{netns}\",remote=\"{server_addr}\"");
     let metrics = eventually(WAIT, "the TIME_WAIT level", || {
         let metrics = serve.metrics();
         (sample(&metrics, "tcptrace_time_wait_sockets_by_remote", &remote) == Some(ss as f64))
@@ -180,7 +181,7 @@ fn time_wait_metrics_toward_one_destination_equal_what_ss_counts() {
         sample(
             &metrics,
             "tcptrace_ephemeral_port_pressure_ratio",
-            &format!("local_address=\"127.0.0.1\",{remote}")
+            &format!("local_address=\"127.0.0.1\",netns=\"{netns}\",remote=\"{server_addr}\"")
         ),
         Some(M as f64 / size)
     );
