@@ -25,7 +25,7 @@ use tcptrace::{
     daemon::snapshot_of,
     decode::decode,
     detect::TimeWaitReport,
-    diag::netns::{dump_namespaces, Namespace},
+    diag::netns::{dump_namespaces, own_namespace},
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
     state::TcpState,
@@ -160,19 +160,6 @@ fn make_time_wait(n: u64) -> Vec<TcpListener> {
     listeners
 }
 
-/// The bench's own network namespace (it runs in one of its own).
-fn own_namespace() -> Namespace {
-    use std::os::unix::fs::MetadataExt as _;
-    let path = std::path::PathBuf::from("/proc/self/ns/net");
-    let inum = std::fs::metadata(&path)
-        .expect("stat /proc/self/ns/net")
-        .ino();
-    Namespace {
-        inum: u32::try_from(inum).expect("namespace inodes are 32-bit"),
-        path,
-    }
-}
-
 fn reconcile(n: u64) {
     let _listeners = make_time_wait(n);
     let mut tracker = Tracker::new(65_536, 16);
@@ -181,7 +168,8 @@ fn reconcile(n: u64) {
     let mut found = 0;
     for _ in 0..5 {
         let started = Instant::now();
-        let dump = dump_namespaces(&[own_namespace()], &TcpState::ALL);
+        let own = own_namespace().expect("/proc/self/ns/net");
+        let dump = dump_namespaces(&[own], &TcpState::ALL);
         assert!(dump.failed.is_empty(), "sock_diag dump failed");
         dumps.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     clock::{rfc3339, WallClock},
-    diag::cgroup::{Container, Workload},
+    diag::cgroup::Workload,
     state::TcpState,
     timeline,
     tracker::{Connection, Direction, Tracker},
@@ -62,29 +62,10 @@ pub struct OwnerView {
     pub comm: String,
 }
 
-/// Where a socket belongs: its cgroup and, when the path names them, its container
-/// and Kubernetes pod.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct WorkloadView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Container>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
-}
-
-impl WorkloadView {
-    pub fn of(cgroup_id: u64, resolve: Resolve<'_>) -> WorkloadView {
-        let Some(workload) = (cgroup_id != 0).then(|| resolve(cgroup_id)).flatten() else {
-            return WorkloadView::default();
-        };
-        WorkloadView {
-            cgroup: Some(workload.cgroup.clone()),
-            container: workload.container.clone(),
-            pod_uid: workload.pod_uid.clone(),
-        }
-    }
+/// The container and pod a cgroup id belongs to, for JSON.
+fn workload(cgroup_id: u64, resolve: Resolve<'_>) -> Option<Workload> {
+    let workload = (cgroup_id != 0).then(|| resolve(cgroup_id)).flatten()?;
+    Some(Workload::clone(&workload))
 }
 
 /// One row of `/api/connections`.
@@ -94,8 +75,10 @@ pub struct ConnectionSummary {
     pub id: u64,
     /// The socket's network namespace (inode number).
     pub netns: u32,
+    /// Its cgroup and the container and pod it names (`cgroup`, `container`,
+    /// `pod_uid`, `qos`), when known.
     #[serde(flatten)]
-    pub workload: WorkloadView,
+    pub workload: Option<Workload>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: TcpState,
@@ -127,7 +110,7 @@ fn summary(
     ConnectionSummary {
         id: conn.id.generation,
         netns: conn.netns,
-        workload: WorkloadView::of(conn.cgroup_id, resolve),
+        workload: workload(conn.cgroup_id, resolve),
         local: conn.local,
         remote: conn.remote,
         state: conn.state(),
@@ -176,7 +159,7 @@ pub fn connection(tracker: &Tracker, id: u64, resolve: Resolve<'_>) -> Option<se
         .find(|c| c.id.generation == id)
         .or_else(|| tracker.finished().find(|c| c.id.generation == id))?;
     let mut value = timeline::json_value(conn, tracker.partner(conn));
-    let workload = serde_json::to_value(WorkloadView::of(conn.cgroup_id, resolve));
+    let workload = serde_json::to_value(workload(conn.cgroup_id, resolve));
     if let (Some(object), Ok(serde_json::Value::Object(workload))) =
         (value.as_object_mut(), workload)
     {

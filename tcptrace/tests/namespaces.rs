@@ -43,22 +43,30 @@ fn metric(serve: &Serve, name: &str, labels: &str) -> f64 {
     sample(&serve.metrics(), name, labels).unwrap_or(0.0)
 }
 
-/// What a reconcile closed or corrected, and what closed as vanished: all must stay 0
-/// while nothing is lost.
+/// What a reconcile closed, added or corrected, and what closed as vanished: all must
+/// stay 0 while nothing is lost. (The correction series exist from the first tick;
+/// `vanished` only once something vanished.)
 fn corrections(serve: &Serve) -> [f64; 4] {
     let text = serve.metrics();
-    [r#"kind="closed""#, r#"kind="added""#, r#"kind="state""#]
-        .map(|kind| sample(&text, "tcptrace_reconcile_corrections_total", kind).unwrap_or(0.0))
-        .into_iter()
-        .chain([sample(
+    let correction = |kind: &str| {
+        sample(
             &text,
-            "tcptrace_connections_closed_total",
-            r#"kind="vanished""#,
+            "tcptrace_reconcile_corrections_total",
+            &format!("kind=\"{kind}\""),
         )
-        .unwrap_or(0.0)])
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {kind} corrections series in {text}"))
+    };
+    let vanished = sample(
+        &text,
+        "tcptrace_connections_closed_total",
+        r#"kind="vanished""#,
+    );
+    [
+        correction("closed"),
+        correction("added"),
+        correction("state"),
+        vanished.unwrap_or(0.0),
+    ]
 }
 
 #[test]
@@ -278,7 +286,10 @@ fn a_deleted_namespace_closes_its_connections_as_vanished_once() {
     while let Ok(line) = serve.log.try_recv() {
         log.push(line);
     }
-    let about: Vec<_> = log.iter().filter(|l| l.contains("namespace")).collect();
+    let about: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("network namespace"))
+        .collect();
     assert_eq!(
         about.len(),
         1,

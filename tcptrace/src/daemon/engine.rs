@@ -166,10 +166,12 @@ impl Engine {
     }
 
     /// Namespaces that exist and could not be dumped: counted every pass, reported once
-    /// each (their connections are left as they are, never closed for it).
+    /// each (their connections are left as they are, never closed for it). One that
+    /// went away between finding and dumping it is no failure: the next pass finds it
+    /// gone.
     fn warn_failed(&mut self, dump: &Dump) {
         let failures = &self.recorder.metrics().reconcile_failures;
-        for (netns, err) in &dump.failed {
+        for (netns, err) in dump.failed.iter().filter(|(_, e)| !e.namespace_gone()) {
             failures.inc();
             if self.warned_namespaces.len() >= MAX_WARNED_NAMESPACES {
                 self.warned_namespaces.clear();

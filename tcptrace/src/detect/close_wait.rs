@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     diag::{
-        cgroup::{parse_cgroup_path, Container, Workload},
+        cgroup::{parse_cgroup_path, Workload},
         netns::NamespaceDump,
         owners::OwnerCache,
         DiagSocket,
@@ -133,15 +133,10 @@ pub struct CloseWaitLeak {
     pub id: u64,
     /// The socket's network namespace (inode number, as `/proc/PID/ns/net` shows it).
     pub netns: u32,
-    /// The socket's cgroup v2 path (relative to the v2 mount), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    /// The container the socket belongs to, from its cgroup path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Container>,
-    /// The Kubernetes pod's UID, from its cgroup path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
+    /// The socket's cgroup v2 path and the container and pod it names, when known
+    /// (`cgroup`, `container`, `pod_uid`, `qos` in JSON).
+    #[serde(flatten)]
+    pub workload: Option<Workload>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// RFC 3339.
@@ -198,8 +193,9 @@ pub fn by_process(leaks: &[CloseWaitLeak], cap: usize) -> Vec<(Option<ProcessKey
     let mut counts: HashMap<Option<ProcessKey>, u64> = HashMap::new();
     for leak in leaks {
         let container = leak
-            .container
+            .workload
             .as_ref()
+            .and_then(|w| w.container.as_ref())
             .map_or(String::new(), |c| c.short_id().to_owned());
         let key = leak
             .owner

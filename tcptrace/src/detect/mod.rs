@@ -85,13 +85,10 @@ impl LeakReport {
             .map(|s| {
                 let owner = close_wait::with_owner(s, owners);
                 let workload = close_wait::workload(s, owner.as_ref(), resolve);
-                let workload = workload.as_deref();
                 CloseWaitLeak {
                     id: s.id,
                     netns: s.netns,
-                    cgroup: workload.map(|w| w.cgroup.clone()),
-                    container: workload.and_then(|w| w.container.clone()),
-                    pod_uid: workload.and_then(|w| w.pod_uid.clone()),
+                    workload: workload.as_deref().cloned(),
                     local: s.local,
                     remote: s.remote,
                     since: rfc3339(clock.to_system_time(s.since_ns)),

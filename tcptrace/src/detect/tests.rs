@@ -180,9 +180,7 @@ fn leak(id: u64, owner: Option<(u32, &str)>) -> CloseWaitLeak {
     CloseWaitLeak {
         id,
         netns: NETNS,
-        cgroup: None,
-        container: None,
-        pod_uid: None,
+        workload: None,
         local: addr("127.0.0.1:80"),
         remote: addr("127.0.0.1:1"),
         since: String::new(),

@@ -147,6 +147,14 @@ pub fn find_namespaces(proc_root: &Path, run_netns: &Path) -> Vec<Namespace> {
     found
 }
 
+/// The process's own network namespace (its main thread's), as [`find_namespaces`]
+/// lists it first when the thread shares it.
+pub fn own_namespace() -> io::Result<Namespace> {
+    let path = Path::new(PROC).join("self/ns/net");
+    let inum = inum_of(&File::open(&path)?)?;
+    Ok(Namespace { inum, path })
+}
+
 /// Inode number of the calling thread's network namespace.
 pub fn own_netns() -> io::Result<u32> {
     inum_of(&File::open(THREAD_NETNS)?)

@@ -8,7 +8,7 @@ use crate::{
         CloseWaitLeak, LeakOwner, LeakReport, OwnerSource, PortPressure, RemoteTimeWait,
         TimeWaitReport,
     },
-    diag::cgroup::{Container, Runtime},
+    diag::cgroup::{Container, Runtime, Workload},
     event::EventKind,
     probe::KernelCounters,
     state::TcpState::*,
@@ -182,12 +182,15 @@ fn leak(id: u64, pid: u32) -> CloseWaitLeak {
     CloseWaitLeak {
         id,
         netns: 1,
-        cgroup: None,
-        container: (pid == 42).then(|| Container {
-            id: "ab".repeat(32),
-            runtime: Some(Runtime::Containerd),
+        workload: (pid == 42).then(|| Workload {
+            cgroup: "/docker/x".into(),
+            container: Some(Container {
+                id: "ab".repeat(32),
+                runtime: Some(Runtime::Docker),
+            }),
+            pod_uid: None,
+            qos: None,
         }),
-        pod_uid: None,
         local: "127.0.0.1:80".parse().unwrap(),
         remote: "127.0.0.1:1".parse().unwrap(),
         since: String::new(),

@@ -268,15 +268,7 @@ fn bpftool_ids(object: &str) -> std::collections::HashSet<u64> {
 
 /// The test's own network namespace, as the daemon finds it.
 pub fn own_namespace() -> Namespace {
-    use std::os::unix::fs::MetadataExt as _;
-    let path = std::path::PathBuf::from("/proc/self/ns/net");
-    let inum = std::fs::metadata(&path)
-        .expect("stat /proc/self/ns/net")
-        .ino();
-    Namespace {
-        inum: u32::try_from(inum).expect("namespace inodes are 32-bit"),
-        path,
-    }
+    tcptrace::diag::netns::own_namespace().expect("/proc/self/ns/net")
 }
 
 /// Every TCP socket of the test's own network namespace, dumped as the daemon does.
