@@ -56,7 +56,8 @@ pub struct Event {
     /// an unrelated task's.
     pub cgroup_id: u64,
     /// cgroup v2 id of the socket itself (`sk->sk_cgrp_data.cgroup->kn->id`): the cgroup
-    /// of the process that created it, right whatever runs on the CPU. 0 when unreadable.
+    /// of the process that created it, right whatever runs on the CPU. 0 when unreadable
+    /// and for RSTs sent without a full socket (none, or a timewait/request one).
     pub sock_cgroup_id: u64,
     /// Process (thread-group) id of the task on the CPU: only meaningful for
     /// transitions made in process context (see DESIGN.md).
@@ -138,7 +139,7 @@ const _: () = assert!(size_of::<KernelOffsets>() == 24);
 pub mod counter {
     /// Events that did not fit in the ring buffer (reservation failed).
     pub const LOST: u32 = 0;
-    /// Events whose tracepoint fields could not be read.
+    /// Events whose tracepoint fields, or their socket's namespace, could not be read.
     pub const READ_ERRORS: u32 = 1;
     pub const COUNT: u32 = 2;
 }

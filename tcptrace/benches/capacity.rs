@@ -175,7 +175,7 @@ fn reconcile(n: u64) {
         let started = Instant::now();
         let now = monotonic_now_ns();
         tracker.reconcile(&snapshot_of(&dump.dumps, &[], now), now);
-        found = TimeWaitReport::new(&dump.dumps, 10, 0.5).total;
+        found = TimeWaitReport::new(&dump.dumps, None, 10, 0.5).total;
         reconciles.push(started.elapsed().as_secs_f64() * 1e3);
     }
     println!(

@@ -2,14 +2,14 @@
 //! loop that owns the table (which stays single-owner, with no lock on the event path);
 //! the answers are built here, from the table, as plain data.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::{
     clock::{rfc3339, WallClock},
-    diag::cgroup::Workload,
+    diag::cgroup::{Resolve, Workload},
     state::TcpState,
     timeline,
     tracker::{Connection, Direction, Tracker},
@@ -30,9 +30,6 @@ pub struct ConnectionQuery {
     pub netns: Option<u32>,
     pub limit: usize,
 }
-
-/// Maps a cgroup id to the container and pod it belongs to.
-pub type Resolve<'a> = &'a mut dyn FnMut(u64) -> Option<Arc<Workload>>;
 
 impl ConnectionQuery {
     fn matches(&self, conn: &Connection) -> bool {
@@ -64,8 +61,7 @@ pub struct OwnerView {
 
 /// The container and pod a cgroup id belongs to, for JSON.
 fn workload(cgroup_id: u64, resolve: Resolve<'_>) -> Option<Workload> {
-    let workload = (cgroup_id != 0).then(|| resolve(cgroup_id)).flatten()?;
-    Some(Workload::clone(&workload))
+    resolve(cgroup_id).as_deref().cloned()
 }
 
 /// One row of `/api/connections`.

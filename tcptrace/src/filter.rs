@@ -26,17 +26,20 @@ impl CgroupFilter {
     }
 
     /// Whether sockets of cgroup `id` pass; an unknown cgroup (id 0, or one that
-    /// cannot be resolved) does not.
-    pub fn admits(&mut self, id: u64, resolver: Option<&mut CgroupResolver>) -> bool {
+    /// cannot be resolved) does not. Only a resolved cgroup's verdict is kept: a lookup
+    /// that failed is asked again (the resolver itself remembers the cgroups that are
+    /// gone for good).
+    pub fn admits(&mut self, id: u64, resolver: &mut CgroupResolver) -> bool {
         if id == 0 {
             return false;
         }
         if let Some(&verdict) = self.verdicts.get(&id) {
             return verdict;
         }
-        let verdict = resolver
-            .and_then(|r| r.resolve(id))
-            .is_some_and(|w| w.cgroup.starts_with(&self.prefix));
+        let Some(workload) = resolver.resolve(id) else {
+            return false;
+        };
+        let verdict = workload.cgroup.starts_with(&self.prefix);
         if self.verdicts.len() >= MAX_CGROUP_VERDICTS {
             self.verdicts.clear();
         }
@@ -143,5 +146,36 @@ mod tests {
         assert!(filter.matches(&event(kind::STATE_CHANGE, 7, 2, 7), None));
         assert!(!filter.matches(&event(kind::STATE_CHANGE, 7, 2, 8), None));
         assert!(!filter.matches(&event(kind::STATE_CHANGE, 1, 4, 7), None));
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_cgroup_prefix_keeps_only_sockets_below_it_and_retries_what_it_cannot_resolve() {
+        // A tree laid out like a cgroup v2 mount; outside cgroupfs the resolver finds
+        // ids by directory inode.
+        let root = std::env::temp_dir().join(format!("tcptrace-cgfilter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let pod = root.join("kubepods.slice/pod-a");
+        let service = root.join("system.slice/nginx.service");
+        std::fs::create_dir_all(&pod).unwrap();
+        std::fs::create_dir_all(&service).unwrap();
+        let id = |dir: &std::path::Path| std::fs::metadata(dir).unwrap().ino();
+        let mut resolver = CgroupResolver::new(root.clone(), 16);
+        let mut filter = CgroupFilter::new("/kubepods.slice".into());
+        assert!(filter.admits(id(&pod), &mut resolver));
+        assert!(!filter.admits(id(&service), &mut resolver));
+        assert!(!filter.admits(0, &mut resolver), "unknown cgroup");
+        // A failed lookup leaves no verdict: it is asked again next time.
+        let missing = u64::from(u32::MAX) + 7;
+        assert!(!filter.admits(missing, &mut resolver));
+        assert!(!filter.verdicts.contains_key(&missing));
+        assert_eq!(filter.verdicts.len(), 2);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

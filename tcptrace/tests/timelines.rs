@@ -155,7 +155,7 @@ fn time_wait_level_equals_what_ss_counts() {
     time_wait_sockets(&listener, N);
     std::thread::sleep(Duration::from_millis(100));
     let dumps = own_dump().dumps;
-    let report = TimeWaitReport::new(&dumps, usize::MAX, 0.5);
+    let report = TimeWaitReport::new(&dumps, None, usize::MAX, 0.5);
     let ss = ss_count("time-wait", port);
     assert_eq!(ss, N, "the kernel should hold N TIME_WAIT sockets");
     let own = own_namespace().inum;

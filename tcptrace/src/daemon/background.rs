@@ -12,17 +12,17 @@ use tokio::sync::mpsc;
 use crate::{
     clock::monotonic_now_ns,
     diag::{
-        netns::{dump_namespaces, find_namespaces, Namespace, NamespaceDump, NamespacesDump},
+        netns::{
+            dump_namespaces, find_namespaces, locate, Namespace, NamespaceDump, NamespacesDump,
+            PROC, RUN_NETNS,
+        },
         owners::{find_owners, ProcessOwner},
         DiagError,
     },
     probe::KernelFilter,
     state::TcpState,
-    tracker::{KernelSocket, Snapshot, SocketKey},
+    tracker::{KernelSocket, Snapshot},
 };
-
-/// Where `ip netns add` binds named namespaces.
-const RUN_NETNS: &str = "/run/netns";
 
 pub enum Done {
     Dump(Dump),
@@ -57,8 +57,9 @@ pub fn dump(scope: &DumpScope) -> Dump {
     let started_ns = monotonic_now_ns();
     let clock = Instant::now();
     let namespaces = match &scope.netns {
-        Some(only) => vec![only.clone()],
-        None => find_namespaces(Path::new("/proc"), Path::new(RUN_NETNS)),
+        // Found again each pass: the path it was named by may not name it any more.
+        Some(only) => locate(only).into_iter().collect(),
+        None => find_namespaces(Path::new(PROC), Path::new(RUN_NETNS)),
     };
     let NamespacesDump { mut dumps, failed } = dump_namespaces(&namespaces, &TcpState::ALL);
     for dump in &mut dumps {
@@ -89,11 +90,7 @@ pub fn snapshot_of(dumps: &[NamespaceDump], unreachable: &[u32], started_ns: u64
         .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
         .filter(|(_, s)| !s.timewait)
         .map(|(netns, s)| KernelSocket {
-            key: SocketKey {
-                netns,
-                local: s.local,
-                remote: s.remote,
-            },
+            key: s.key(netns),
             state: s.state,
             cgroup_id: s.cgroup_id.unwrap_or(0),
         })
@@ -116,7 +113,7 @@ pub fn spawn_dump(scope: DumpScope, done: mpsc::Sender<Done>) {
 /// Scans `/proc` for the owners of `inodes` in a blocking thread.
 pub fn spawn_owner_scan(inodes: HashSet<u32>, done: mpsc::Sender<Done>) {
     tokio::task::spawn_blocking(move || {
-        let found = find_owners(Path::new("/proc"), &inodes);
+        let found = find_owners(Path::new(PROC), &inodes);
         let _ = done.blocking_send(Done::Owners {
             looked_up: inodes,
             found,

@@ -59,6 +59,8 @@ pub struct Engine {
     finished: Vec<ConnId>,
     lost_warned: (u64, Option<Instant>),
     warned_namespaces: HashSet<u32>,
+    /// tcptrace's own network namespace, whose port range the metrics show.
+    own_netns: Option<u32>,
 }
 
 impl Engine {
@@ -85,6 +87,7 @@ impl Engine {
             finished: Vec::new(),
             lost_warned: (0, None),
             warned_namespaces: HashSet::new(),
+            own_netns: crate::diag::netns::own_netns().ok(),
         }
     }
 
@@ -94,9 +97,11 @@ impl Engine {
 
     /// Whether `--cgroup` keeps sockets of cgroup `id`.
     fn admits(&mut self, cgroup_id: u64) -> bool {
-        match &mut self.cgroup_filter {
-            None => true,
-            Some(filter) => filter.admits(cgroup_id, self.workloads.as_mut()),
+        match (&mut self.cgroup_filter, &mut self.workloads) {
+            (None, _) => true,
+            (Some(filter), Some(resolver)) => filter.admits(cgroup_id, resolver),
+            // `daemon::run` refuses --cgroup without a cgroup v2 mount.
+            (Some(_), None) => false,
         }
     }
 
@@ -196,6 +201,7 @@ impl Engine {
         self.stuck = close_wait::find_stuck(self.tracker.live(), &dump.namespaces, now, threshold);
         self.time_wait = TimeWaitReport::new(
             &dump.namespaces,
+            self.own_netns,
             self.detect.top_remotes,
             self.detect.port_pressure_threshold,
         );

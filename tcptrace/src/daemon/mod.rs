@@ -27,6 +27,7 @@ use tokio::{
 use self::engine::Engine;
 use crate::{
     config::TraceConfig,
+    diag::cgroup::CgroupResolver,
     event::TcpEvent,
     http,
     metrics::Metrics,
@@ -125,6 +126,12 @@ pub async fn run(
     sink: &mut dyn Sink,
 ) -> anyhow::Result<Summary> {
     let listener = listen.map(bind).transpose()?;
+    if config.cgroup_prefix.is_some() && CgroupResolver::from_host(0).is_none() {
+        anyhow::bail!(
+            "--cgroup needs the cgroup v2 hierarchy mounted (no cgroup2 mount in \
+             /proc/self/mountinfo): mount it, e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+        );
+    }
     let metrics = Arc::new(Metrics::new()?);
     let (probe, ring) = Probe::load(&config.probe).context("starting the kernel probe")?;
     log::info!("attached: {}", probe.attached().join(", "));

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     diag::{
-        cgroup::{parse_cgroup_path, Workload},
+        cgroup::{parse_cgroup_path, Resolve, Workload},
         netns::NamespaceDump,
         owners::OwnerCache,
         DiagSocket,
@@ -62,14 +62,7 @@ pub fn find_stuck<'a>(
         .iter()
         .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
         .filter(|(_, s)| s.state == TcpState::CloseWait && !s.timewait)
-        .map(|(netns, s)| {
-            let key = SocketKey {
-                netns,
-                local: s.local,
-                remote: s.remote,
-            };
-            (key, s)
-        })
+        .map(|(netns, s)| (s.key(netns), s))
         .collect();
     let mut stuck: Vec<StuckCloseWait> = connections
         .filter(|c| c.state() == TcpState::CloseWait)
@@ -172,15 +165,12 @@ pub fn with_owner(stuck: &StuckCloseWait, owners: &OwnerCache) -> Option<LeakOwn
 pub fn workload(
     stuck: &StuckCloseWait,
     owner: Option<&LeakOwner>,
-    resolve: &mut dyn FnMut(u64) -> Option<Arc<Workload>>,
+    resolve: Resolve<'_>,
 ) -> Option<Arc<Workload>> {
-    (stuck.cgroup_id != 0)
-        .then(|| resolve(stuck.cgroup_id))
-        .flatten()
-        .or_else(|| {
-            let path = owner?.cgroup.as_deref()?;
-            Some(Arc::new(parse_cgroup_path(path)))
-        })
+    resolve(stuck.cgroup_id).or_else(|| {
+        let path = owner?.cgroup.as_deref()?;
+        Some(Arc::new(parse_cgroup_path(path)))
+    })
 }
 
 /// A leaking process as its metric series names it: pid, comm and the container's

@@ -14,11 +14,10 @@ pub use self::{
     close_wait::{CloseWaitLeak, LeakOwner, OwnerSource, StuckCloseWait},
     time_wait::{PortPressure, PortRange, RemoteTimeWait, TimeWaitReport},
 };
-use std::sync::Arc;
 
 use crate::{
     clock::{rfc3339, WallClock},
-    diag::{cgroup::Workload, owners::OwnerCache},
+    diag::{cgroup::Resolve, owners::OwnerCache},
 };
 
 /// The detectors' settings (see `cli::DetectArgs`).
@@ -74,7 +73,7 @@ impl LeakReport {
     pub fn new(
         stuck: &[StuckCloseWait],
         owners: &OwnerCache,
-        resolve: &mut dyn FnMut(u64) -> Option<Arc<Workload>>,
+        resolve: Resolve<'_>,
         time_wait: TimeWaitReport,
         config: &DetectConfig,
         clock: WallClock,

@@ -314,7 +314,7 @@ fn time_wait_report_keeps_the_top_remotes_and_sums_the_rest() {
     dump.push(socket(Listen, "0.0.0.0:40009", "0.0.0.0:0", 0, 0));
     let mut dumps = in_netns(&dump);
     dumps[0].port_range = Some(range);
-    let report = TimeWaitReport::new(&dumps, 2, 0.6);
+    let report = TimeWaitReport::new(&dumps, Some(NETNS), 2, 0.6);
     assert_eq!(report.total, 10);
     let remotes: Vec<_> = report
         .top_remotes
@@ -333,6 +333,7 @@ fn time_wait_report_keeps_the_top_remotes_and_sums_the_rest() {
         .collect();
     assert_eq!(pressure, [(80, 5, 1, 0.6, true), (81, 3, 0, 0.3, false)]);
     assert_eq!(report.max_ratio(), 0.6);
+    assert_eq!(report.port_range, Some(range), "the own namespace's");
     assert_eq!(TimeWaitReport::default().max_ratio(), 0.0);
 }
 
@@ -358,11 +359,12 @@ fn time_wait_is_counted_per_namespace_with_each_namespaces_own_port_range() {
             port_range: Some(pod_range),
         },
     ];
-    let report = TimeWaitReport::new(&dumps, 10, 0.5);
+    let report = TimeWaitReport::new(&dumps, Some(NETNS + 1), 10, 0.5);
     assert_eq!(report.total, 8);
     assert_eq!(report.in_namespace(NETNS), Some(3));
     assert_eq!(report.in_namespace(NETNS + 1), Some(5));
     assert_eq!(report.in_namespace(7), None);
+    assert_eq!(report.port_range, Some(pod_range));
     assert_eq!(
         report
             .namespaces

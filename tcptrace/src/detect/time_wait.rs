@@ -97,6 +97,8 @@ pub struct TimeWaitReport {
     pub total: u64,
     /// Each namespace dumped, most TIME_WAIT first (at most `MAX_REPORTED_NAMESPACES`).
     pub namespaces: Vec<NamespaceTimeWait>,
+    /// tcptrace's own namespace's port range, when that namespace was dumped.
+    pub port_range: Option<PortRange>,
     /// The (namespace, remote endpoint) pairs with the most TIME_WAIT sockets, most
     /// first.
     pub top_remotes: Vec<RemoteTimeWait>,
@@ -111,7 +113,13 @@ pub struct TimeWaitReport {
 impl TimeWaitReport {
     /// `top` remotes and pressure pairs are kept; pairs at or above `threshold` are
     /// flagged. A namespace whose range could not be read gets Linux's default.
-    pub fn new(dumps: &[NamespaceDump], top: usize, threshold: f64) -> Self {
+    /// `own_netns` is tcptrace's own namespace, whose range `port_range` reports.
+    pub fn new(
+        dumps: &[NamespaceDump],
+        own_netns: Option<u32>,
+        top: usize,
+        threshold: f64,
+    ) -> Self {
         let mut report = TimeWaitReport {
             threshold,
             ..TimeWaitReport::default()
@@ -136,6 +144,9 @@ impl TimeWaitReport {
                 }
             }
             report.total += time_wait;
+            if Some(dump.netns) == own_netns {
+                report.port_range = Some(range);
+            }
             report.namespaces.push(NamespaceTimeWait {
                 netns: dump.netns,
                 time_wait,

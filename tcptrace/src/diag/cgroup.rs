@@ -280,6 +280,10 @@ pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
 /// At most this many directories are read by one fallback walk.
 const WALK_LIMIT: usize = 100_000;
 
+/// Maps a cgroup id to the container and pod it belongs to (`None`: unknown). The
+/// daemon's is a [`CgroupResolver`]; tests pass a closure.
+pub type Resolve<'a> = &'a mut dyn FnMut(u64) -> Option<Arc<Workload>>;
+
 /// Maps cgroup v2 ids (what `bpf_get_current_cgroup_id` and `sk_cgrp_data` give) to
 /// workloads. Bounded: at most `capacity` entries, the oldest dropped first. Negative
 /// results are cached too: cgroup ids are 64-bit and never reused, so a deleted cgroup
@@ -323,6 +327,10 @@ impl CgroupResolver {
     /// The workload of cgroup `id`; `None` for an unknown id (deleted, or never a cgroup).
     /// Failures that may pass (out of descriptors) are not cached.
     pub fn resolve(&mut self, id: u64) -> Option<Arc<Workload>> {
+        // 0: the kernel side could not read the socket's cgroup.
+        if id == 0 {
+            return None;
+        }
         if let Some(known) = self.cache.get(&id) {
             return known.clone();
         }

@@ -19,7 +19,7 @@ pub use dump::{dump_tcp, dump_tcp_on, open_socket, parse_replies, DiagError};
 use netlink_packet_core::Nla as _;
 use netlink_packet_sock_diag::inet::{nlas::Nla, InetResponse, InetResponseHeader, Timer};
 
-use crate::state::TcpState;
+use crate::{state::TcpState, tracker::SocketKey};
 
 /// One socket as sock_diag reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,9 +79,18 @@ impl DiagSocket {
         Some(socket)
     }
 
-    /// The key the tracker matches sockets by when it has no kernel address.
+    /// Its 4-tuple as (local, remote).
     pub fn tuple(&self) -> (SocketAddr, SocketAddr) {
         (self.local, self.remote)
+    }
+
+    /// Where it is, given the namespace whose dump listed it.
+    pub fn key(&self, netns: u32) -> SocketKey {
+        SocketKey {
+            netns,
+            local: self.local,
+            remote: self.remote,
+        }
     }
 }
 

@@ -155,6 +155,19 @@ pub fn own_namespace() -> io::Result<Namespace> {
     Ok(Namespace { inum, path })
 }
 
+/// Where namespace `wanted` can be entered now: its own path while that still names
+/// it (a `--netns /proc/PID/ns/net` names nothing once the process exits, and another
+/// namespace once the pid is reused), else any path [`find_namespaces`] finds for it.
+pub fn locate(wanted: &Namespace) -> Option<Namespace> {
+    let still = File::open(&wanted.path).and_then(|f| inum_of(&f));
+    if still.is_ok_and(|inum| inum == wanted.inum) {
+        return Some(wanted.clone());
+    }
+    find_namespaces(Path::new(PROC), Path::new(RUN_NETNS))
+        .into_iter()
+        .find(|n| n.inum == wanted.inum)
+}
+
 /// Inode number of the calling thread's network namespace.
 pub fn own_netns() -> io::Result<u32> {
     inum_of(&File::open(THREAD_NETNS)?)

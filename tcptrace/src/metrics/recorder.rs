@@ -36,8 +36,6 @@ pub struct EventRecorder {
     port_pressure: SeriesSet,
     /// How many namespaces get their own TIME_WAIT series (`--top-remotes`).
     top_remotes: usize,
-    /// tcptrace's own namespace, whose port range `tcptrace_ephemeral_ports` shows.
-    own_netns: Option<u32>,
 }
 
 fn cached<T: Clone>(slot: &mut Option<T>, make: impl FnOnce() -> T) -> &T {
@@ -74,7 +72,6 @@ impl EventRecorder {
             time_wait_remotes: SeriesSet::default(),
             port_pressure: SeriesSet::default(),
             top_remotes: DEFAULT_TOP_NAMESPACES,
-            own_netns: crate::diag::netns::own_netns().ok(),
         }
     }
 
@@ -273,12 +270,8 @@ impl EventRecorder {
             }),
         );
         m.port_pressure_max.set(tw.max_ratio());
-        let own = tw
-            .namespaces
-            .iter()
-            .find(|n| Some(n.netns) == self.own_netns);
-        if let Some(own) = own {
-            m.port_range_size.set(i64::from(own.port_range.size()));
+        if let Some(range) = tw.port_range {
+            m.port_range_size.set(i64::from(range.size()));
         }
     }
 }

@@ -336,7 +336,7 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
         port_range: None,
     }];
     let report = LeakReport {
-        time_wait: TimeWaitReport::new(&dumps, 10, 0.5),
+        time_wait: TimeWaitReport::new(&dumps, None, 10, 0.5),
         ..LeakReport::default()
     };
     assert_eq!(

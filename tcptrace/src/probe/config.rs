@@ -84,7 +84,7 @@ pub struct ProbeConfig {
     pub ring_buffer_bytes: u32,
 }
 
-/// 4 MiB: about 40k events, over 100 ms of peak loopback churn.
+/// 4 MiB: about 35k events, over 100 ms of peak loopback churn.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
 
 impl ProbeConfig {

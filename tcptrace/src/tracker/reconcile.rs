@@ -43,9 +43,9 @@ impl Snapshot {
         self.dumped.contains(&netns)
     }
 
-    /// Whether `netns` is gone: neither dumped nor known to exist. Namespace 0 (the
-    /// kernel side could not read it) is never judged gone.
-    fn is_gone(&self, netns: u32) -> bool {
+    /// Whether this pass did not find `netns`: neither dumped nor known to exist.
+    /// Namespace 0 (the kernel side could not read it) is never missing.
+    fn misses(&self, netns: u32) -> bool {
         netns != 0 && !self.dumped.contains(&netns) && !self.unreachable.contains(&netns)
     }
 }
@@ -97,6 +97,16 @@ impl Tracker {
 
     fn compare(&mut self, snapshot: &Snapshot, now_ns: u64) -> ReconcileReport {
         let started_ns = snapshot.started_ns;
+        // A namespace is gone once two passes in a row missed it: one pass can miss a
+        // namespace that is there (its only process exiting as another enters it).
+        let missed: Set<u32> = self
+            .live()
+            .map(|c| c.netns)
+            .chain(self.listeners().map(|l| l.netns))
+            .filter(|&netns| snapshot.misses(netns))
+            .collect();
+        let missed_before = std::mem::replace(&mut self.missed_namespaces, missed);
+        let gone = |netns: u32| snapshot.misses(netns) && missed_before.contains(&netns);
         let present: Map<SocketKey, TcpState> = snapshot
             .sockets
             .iter()
@@ -108,7 +118,7 @@ impl Tracker {
                 && if snapshot.judges(c.netns) {
                     !present.contains_key(&c.key())
                 } else {
-                    snapshot.is_gone(c.netns)
+                    gone(c.netns)
                 }
         };
         let gone_bound: Vec<u64> = self
@@ -129,10 +139,7 @@ impl Tracker {
         vanished.extend(gone_unbound.iter().filter_map(|k| self.unbound.remove(k)));
         let mut report = ReconcileReport {
             closed: vanished.len() as u64,
-            closed_with_namespace: vanished
-                .iter()
-                .filter(|c| snapshot.is_gone(c.netns))
-                .count() as u64,
+            closed_with_namespace: vanished.iter().filter(|c| gone(c.netns)).count() as u64,
             ..ReconcileReport::default()
         };
         // A listener whose LISTEN→CLOSE was lost would stay forever.
@@ -147,7 +154,7 @@ impl Tracker {
                 && if snapshot.judges(l.netns) {
                     !listening.contains(&(l.netns, l.local))
                 } else {
-                    snapshot.is_gone(l.netns)
+                    gone(l.netns)
                 }
         });
         // A lost transition leaves a connection in a state the kernel left: take the

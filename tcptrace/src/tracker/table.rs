@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{
     connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step},
     finished::FinishedRing,
-    rfc793, Map,
+    rfc793, Map, Set,
 };
 use crate::{
     event::{EventKind, TcpEvent},
@@ -22,6 +22,11 @@ const LATE_MARK_WINDOW_NS: u64 = 100_000_000;
 
 /// Addresses remembered as owned by a namespace, for pairing ends across namespaces.
 const MAX_ADDRESS_OWNERS: usize = 65_536;
+
+/// An address that names one host, not "this namespace's own" (loopback) or "any".
+fn routable(ip: IpAddr) -> bool {
+    !(ip.is_loopback() || ip.is_unspecified())
+}
 
 /// A listening socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -69,7 +74,7 @@ pub struct Applied {
 
 pub struct Tracker {
     /// Connections by kernel address. Change it only through `insert_live` and
-    /// `remove_live`, which keep `live_by_tuple` in step.
+    /// `remove_live`, which keep `live_by_key` in step.
     live: Map<u64, Connection>,
     /// skaddr of the live connection with each namespace and 4-tuple, once its local
     /// port is known, keyed by the key's 64-bit hash: 16 bytes an entry instead of 76. A
@@ -83,6 +88,8 @@ pub struct Tracker {
     /// The namespace each routable local address was last seen in, from opening events:
     /// where to look for the other end of a connection between two namespaces.
     address_owners: Map<IpAddr, u32>,
+    /// Namespaces of tracked sockets that the last reconcile did not find.
+    pub(super) missed_namespaces: Set<u32>,
     pub(super) finished: FinishedRing,
     pub(super) max_connections: usize,
     next_generation: u64,
@@ -100,6 +107,7 @@ impl Tracker {
             unbound: Map::default(),
             listeners: Map::default(),
             address_owners: Map::default(),
+            missed_namespaces: Set::default(),
             finished: FinishedRing::new(max_finished),
             max_connections: max_connections.max(1),
             next_generation: 1,
@@ -131,7 +139,7 @@ impl Tracker {
         self.end_at(key.reversed_in(conn.netns))
             .or_else(|| {
                 let ip = conn.remote.ip();
-                if ip.is_loopback() || ip.is_unspecified() {
+                if !routable(ip) {
                     return None;
                 }
                 let netns = *self.address_owners.get(&ip)?;
@@ -159,7 +167,7 @@ impl Tracker {
     /// Remembers that `local`'s address is `netns`'s, when routable.
     fn learn_address(&mut self, netns: u32, local: SocketAddr) {
         let ip = local.ip();
-        if ip.is_loopback() || ip.is_unspecified() {
+        if !routable(ip) {
             return;
         }
         if self.address_owners.len() >= MAX_ADDRESS_OWNERS && !self.address_owners.contains_key(&ip)

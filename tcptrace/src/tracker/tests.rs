@@ -746,7 +746,14 @@ fn reconcile_judges_each_namespace_by_its_own_dump_only() {
     let report = t.reconcile(&pass, 101 * MS);
     assert_eq!(
         (report.closed, report.closed_with_namespace, report.added),
-        (4, 2, 0)
+        (2, 0, 0),
+        "the host's lost ends; a namespace missed once is not gone yet"
+    );
+    let report = t.reconcile(&pass, 102 * MS);
+    assert_eq!(
+        (report.closed, report.closed_with_namespace, report.added),
+        (2, 2, 0),
+        "missed twice: gone"
     );
     let mut left: Vec<u32> = t.live().map(|c| c.netns).collect();
     left.sort_unstable();
@@ -756,7 +763,7 @@ fn reconcile_judges_each_namespace_by_its_own_dump_only() {
         .filter(|c| c.netns == host || c.netns == gone)
         .all(|c| c.vanished));
     // Once: the next pass closes nothing more.
-    let report = t.reconcile(&pass, 102 * MS);
+    let report = t.reconcile(&pass, 103 * MS);
     assert_eq!((report.closed, report.added, report.state_fixed), (0, 0, 0));
     assert_eq!(t.stats().reconcile_closed, 4);
 }
