@@ -442,3 +442,50 @@ fn a_leak_in_a_kubernetes_container_is_attributed_to_its_container_and_pod() {
     );
     drop(server);
 }
+
+#[test]
+fn the_cgroup_filter_keeps_only_the_containers_below_the_prefix() {
+    if !root_or_skip() {
+        return;
+    }
+    const PORT: u16 = 27007;
+    let inside = CgroupTree::new("filter-in", "kubepods.slice/pod-a");
+    let outside = CgroupTree::new("filter-out", "system.slice/other.service");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = tcptrace::diag::cgroup::cgroup2_mount(&mountinfo).unwrap();
+    let prefix = format!(
+        "/{}",
+        inside
+            .top
+            .join("kubepods.slice")
+            .strip_prefix(&mount)
+            .unwrap()
+            .display()
+    );
+    let (one, two) = (Netns::create("tt-cg-in"), Netns::create("tt-cg-out"));
+    let serve = serve_on(PORT, &["--cgroup", &prefix]);
+    let mut kept = Leaker::spawn(&one.name, PORT, 2, 0, 0);
+    inside.enter(kept.pid());
+    kept.go();
+    let mut dropped = Leaker::spawn(&two.name, PORT, 3, 0, 0);
+    outside.enter(dropped.pid());
+    dropped.go();
+    let listed = leaks(&serve, 2);
+    assert!(
+        listed.iter().all(|l| l["owner"]["pid"] == kept.pid()),
+        "{listed:?}"
+    );
+    // Long enough for the other server's leaks to pass the threshold too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = serve.json("/api/leaks");
+    assert_eq!(report["close_wait"]["stuck"], 2);
+    let tracked = serve.json(&format!("/api/connections?port={PORT}"));
+    let namespaces: std::collections::BTreeSet<_> = tracked["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["netns"].as_u64().unwrap())
+        .collect();
+    assert_eq!(namespaces, [u64::from(one.inum())].into(), "{tracked}");
+    drop((kept, dropped));
+}
