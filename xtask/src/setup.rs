@@ -15,7 +15,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `prometheus` scrapes the daemon and brings `promtool` (rules, metrics lint),
 /// `systemd-analyze` checks the unit file; `bpftool` lists programs (run time per
 /// program in the benchmark) and `bpftrace` is the benchmark's peer; `python3-venv`
-/// makes the virtualenv below when `python3` is Debian's.
+/// makes the virtualenv below when `python3` is Debian's (and brings Debian's
+/// `/usr/bin/python3`). `podman` and `runc` run a real container in
+/// `tcptrace/tests/podman.rs` (the Podman attribution test); listing `runc` makes it what
+/// satisfies Podman's `crun | runc` dependency, because crun fails on hybrid cgroups and
+/// under a low RLIMIT_NOFILE hard limit. As root and with `--network none` nothing more is
+/// needed (`uidmap`, `slirp4netns`, `fuse-overlayfs` are for rootless Podman), and the
+/// container runs the host's `/usr/bin/python3` from a read-only `/usr`: no image.
 const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
@@ -25,6 +31,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
     "python3-venv",
+    "podman",
+    "runc",
 ];
 
 /// kubernetes-validate (PyPI) bundles the Kubernetes API's JSON schemas, 1.32 to 1.37 in

@@ -9,8 +9,10 @@ use std::{
 };
 
 /// Python, because the socket's owner must be a process other than the test: its
-/// pid, namespace and cgroup are what tcptrace must find.
-const SCRIPT: &str = r#"
+/// pid, namespace and cgroup are what tcptrace must find. Arguments: port, leaks,
+/// client port, TIME_WAIT count, outside count; it starts on a line ("go") on stdin
+/// and prints "ready" when its sockets are made.
+pub const SCRIPT: &str = r#"
 import socket, sys, time
 port, n, client_port, tw, outside = (int(a) for a in sys.argv[1:6])
 sys.stdin.readline()  # "go": the test has moved us where it wants
