@@ -67,6 +67,9 @@ pub struct ChurnReport {
     pub per_second: f64,
 }
 
+/// The longest any one step of a connection may wait before it counts as an error.
+const STALL: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Counters {
     connections: AtomicU64,
@@ -84,7 +87,12 @@ fn serve(listener: TcpListener, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
             counters.errors.fetch_add(1, Relaxed);
             continue;
         };
-        // Read to the client's FIN, then close: a passive close.
+        // Read to the client's FIN, then close: a passive close. A stalled peer is an
+        // error, never a hang.
+        if stream.set_read_timeout(Some(STALL)).is_err() {
+            counters.errors.fetch_add(1, Relaxed);
+            continue;
+        }
         let complete = loop {
             match stream.read(&mut buf) {
                 Ok(0) => break true,
@@ -106,7 +114,9 @@ fn serve(listener: TcpListener, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
 /// ahead of the servers, the accept queue overflows and dropped SYNs stall a client for
 /// the 1 s SYN retransmit timeout.
 fn exchange(addr: SocketAddr) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = TcpStream::connect_timeout(&addr, STALL)?;
+    stream.set_read_timeout(Some(STALL))?;
+    stream.set_write_timeout(Some(STALL))?;
     stream.write_all(PAYLOAD)?;
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut rest = [0u8; 64];

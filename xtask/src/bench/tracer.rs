@@ -6,7 +6,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -213,6 +213,39 @@ fn metric(text: &str, sample: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// How long a tracer may take to exit after SIGINT, and its output to end after that.
+const EXIT_GRACE: Duration = Duration::from_secs(15);
+
+/// Waits for `child` to exit; past `grace`, kills it and fails with where it was
+/// stuck, so that a tracer that ignores SIGINT costs one run, not the whole benchmark.
+fn wait_or_kill(child: &mut Child, grace: Duration) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id();
+    let stuck_in = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!(
+        "pid {pid} did not exit within {} s of SIGINT (it waited in `{stuck_in}`); killed it",
+        grace.as_secs()
+    )
+}
+
+/// The lines still to come, until the pipe closes or `grace` passes.
+fn drain(output: &mpsc::Receiver<String>, grace: Duration) -> Vec<String> {
+    let deadline = Instant::now() + grace;
+    let mut lines = Vec::new();
+    while let Ok(line) = output.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        lines.push(line);
+    }
+    lines
+}
+
 /// After the churn: reads what the tracer counted, then stops it.
 pub fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
     let pid = running.child.id();
@@ -233,12 +266,13 @@ pub fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
     }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let status = running.child.wait()?;
+    let status = wait_or_kill(&mut running.child, EXIT_GRACE)
+        .with_context(|| format!("stopping {}", running.tracer.label()))?;
     if !status.success() && running.tracer == Tracer::Tcptrace {
         bail!("tcptrace exited with {status}");
     }
     if running.tracer.is_bpftrace() {
-        for line in running.output.iter() {
+        for line in drain(&running.output, EXIT_GRACE) {
             if let Some(count) = line.strip_prefix("@events: ") {
                 // Printed twice at exit (END, then the map dump): take the first.
                 if report.events == 0 {
