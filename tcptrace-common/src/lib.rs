@@ -80,10 +80,86 @@ pub struct Event {
     pub comm: [u8; COMM_LEN],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// What the socket carried and why it ended: filled only for a state change to
+    /// TCP_CLOSE (its `valid` is 0 otherwise).
+    pub close: CloseDetails,
+}
+
+/// The socket's counters and error state at →CLOSE, read from its `struct tcp_sock`
+/// (`include/linux/tcp.h`) and `struct inet_connection_sock`
+/// (`include/net/inet_connection_sock.h`) as the transition happens: what tcplife
+/// prints, and what tells a dead peer from a refused or unreachable one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseDetails {
+    /// `tcp_sock.bytes_acked`: bytes the peer acknowledged (RFC 4898
+    /// tcpEStatsAppHCThruOctetsAcked), so without the SYN and FIN.
+    pub bytes_acked: u64,
+    /// `tcp_sock.bytes_received`: bytes received in order (tcpEStatsAppHCThruOctetsReceived).
+    pub bytes_received: u64,
+    /// `tcp_sock.segs_out`: segments sent, retransmits and pure ACKs included.
+    pub segs_out: u32,
+    /// `tcp_sock.segs_in`: segments received.
+    pub segs_in: u32,
+    /// `tcp_sock.total_retrans`: segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// `tcp_sock.srtt_us`: smoothed RTT in µs, shifted left by 3 as the kernel keeps it.
+    pub srtt_us_x8: u32,
+    /// `tcp_sock.rtt_min.s[0].v`: the windowed minimum RTT in µs (`tcp_min_rtt()`).
+    pub rtt_min_us: u32,
+    /// `sock.sk_err`: the error the close left for the application (positive errno:
+    /// ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH…), 0 for an orderly close.
+    pub sk_err: i32,
+    /// `write_seq - snd_una`: sequence space written but not acknowledged (data, and a
+    /// FIN once sent).
+    pub unacked: u32,
+    /// `icsk_retransmits`: retransmission timeouts in a row without an ACK.
+    pub retransmits: u8,
+    /// `icsk_probes_out`: keepalive or zero-window probes unanswered.
+    pub probes_out: u8,
+    /// `icsk_backoff`: how many times the RTO was doubled.
+    pub backoff: u8,
+    /// [`close_flags`]: whether the fields were read, whether the peer's FIN arrived.
+    pub flags: u8,
+    /// `sock.sk_err_soft`: an ICMP error seen but not (yet) fatal, e.g. while the
+    /// socket was locked by a non-blocking connect(). `SO_ERROR` reads and clears it.
+    pub sk_err_soft: i32,
+    pub _pad: u32,
+}
+
+/// Bits of [`CloseDetails::flags`].
+pub mod close_flags {
+    /// The fields were read (a →CLOSE, and every read succeeded).
+    pub const VALID: u8 = 1;
+    /// The peer's FIN arrived (`SOCK_DONE`, set by `tcp_fin()`): `bytes_received`
+    /// counts its one sequence number.
+    pub const PEER_FIN: u8 = 2;
+}
+
+const _: () = assert!(size_of::<CloseDetails>() == 56);
+
+impl CloseDetails {
+    pub const ZERO: CloseDetails = CloseDetails {
+        bytes_acked: 0,
+        bytes_received: 0,
+        segs_out: 0,
+        segs_in: 0,
+        total_retrans: 0,
+        srtt_us_x8: 0,
+        rtt_min_us: 0,
+        sk_err: 0,
+        unacked: 0,
+        retransmits: 0,
+        probes_out: 0,
+        backoff: 0,
+        flags: 0,
+        sk_err_soft: 0,
+        _pad: 0,
+    };
 }
 
 /// The record size the kernel writes: checked by the decoder on every record.
-pub const EVENT_SIZE: usize = 112;
+pub const EVENT_SIZE: usize = 168;
 const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
 // The ring buffer hands out 8-byte aligned records (kernel/bpf/ringbuf.c).
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
@@ -109,10 +185,11 @@ impl Event {
         comm: [0; COMM_LEN],
         saddr: [0; 16],
         daddr: [0; 16],
+        close: CloseDetails::ZERO,
     };
 }
 
-/// Byte offsets of the kernel struct fields the programs read, resolved from the running
+/// Byte offsets of the kernel struct fields the programs read (and one flag's bit), resolved from the running
 /// kernel's BTF (`/sys/kernel/btf/vmlinux`) at load time and passed as a load-time global:
 /// nothing is hard-coded, so a kernel whose layout differs is read right (DESIGN.md §8).
 /// Each is the offset from the start of the outer struct, nested members summed.
@@ -131,9 +208,53 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     /// `struct kernfs_node`: `id` (u64, the cgroup v2 id).
     pub kernfs_node_id: u32,
+    /// `struct sock`: `sk_err` (int).
+    pub sock_err: u32,
+    /// `struct sock`: `sk_err_soft` (int).
+    pub sock_err_soft: u32,
+    /// `struct tcp_sock`: `bytes_acked` (u64).
+    pub tcp_bytes_acked: u32,
+    /// `struct tcp_sock`: `bytes_received` (u64).
+    pub tcp_bytes_received: u32,
+    /// `struct tcp_sock`: `segs_out` (u32).
+    pub tcp_segs_out: u32,
+    /// `struct tcp_sock`: `segs_in` (u32).
+    pub tcp_segs_in: u32,
+    /// `struct tcp_sock`: `total_retrans` (u32).
+    pub tcp_total_retrans: u32,
+    /// `struct tcp_sock`: `srtt_us` (u32).
+    pub tcp_srtt_us: u32,
+    /// `struct tcp_sock`: `rtt_min.s` (`struct minmax_sample[3]`).
+    pub tcp_rtt_min: u32,
+    /// `struct minmax_sample`: `v` (u32), added to [`Self::tcp_rtt_min`] for `s[0].v`.
+    pub minmax_sample_v: u32,
+    /// `struct tcp_sock`: `inet_conn.icsk_retransmits` (u8).
+    pub icsk_retransmits: u32,
+    /// `struct tcp_sock`: `inet_conn.icsk_probes_out` (u8).
+    pub icsk_probes_out: u32,
+    /// `struct tcp_sock`: `inet_conn.icsk_backoff` (u8).
+    pub icsk_backoff: u32,
+    /// `struct tcp_sock`: `snd_una` (u32).
+    pub tcp_snd_una: u32,
+    /// `struct tcp_sock`: `write_seq` (u32).
+    pub tcp_write_seq: u32,
+    /// `struct sock`: `__sk_common.skc_flags` (unsigned long, `sock_flag()`'s bits).
+    pub sock_flags: u32,
+    /// Not an offset: the bit of `SOCK_DONE` in `enum sock_flags`.
+    pub sock_done_bit: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 24);
+const _: () = assert!(size_of::<KernelOffsets>() == 92);
+
+/// Which kernel reads the programs make, a load-time setting (`KERNEL_READS`). Only
+/// the benchmark turns any off: it measures what each costs per event.
+pub mod reads {
+    /// The socket's namespace and cgroup, on every event.
+    pub const SOCKET_CONTEXT: u8 = 1;
+    /// The `tcp_sock` counters and error state, at →CLOSE.
+    pub const CLOSE_DETAILS: u8 = 2;
+    pub const ALL: u8 = SOCKET_CONTEXT | CLOSE_DETAILS;
+}
 
 /// Per-CPU counters kept by the kernel side, indices into the `COUNTERS` array.
 pub mod counter {

@@ -155,3 +155,5 @@ pub const TCP_NEW_SYN_RECV: u8 = 12;
 
 /// `TCP_TIME_WAIT` (`include/net/tcp_states.h`): a timewait mini-socket's state.
 pub const TCP_TIME_WAIT: u8 = 6;
+/// `TCP_CLOSE`: the end of a connection's life (include/net/tcp_states.h).
+pub const TCP_CLOSE: u8 = 7;

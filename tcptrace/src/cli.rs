@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use tcptrace_common::reads;
 
 use crate::{
     config::TraceConfig,
@@ -91,6 +92,12 @@ pub struct TraceArgs {
     /// Size of the kernel's ring buffer in bytes (a power of two, at least a page).
     #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES, value_name = "BYTES")]
     pub ring_buffer_bytes: u32,
+
+    /// For the benchmark, which prices each kernel read per event: `socket` leaves out
+    /// the close details, `none` the socket's namespace and cgroup too. Answers are
+    /// incomplete without them, so it is not shown in --help.
+    #[arg(long, hide = true, default_value = "all", value_parser = ["all", "socket", "none"])]
+    pub kernel_reads: String,
 
     #[command(flatten)]
     pub detect: DetectArgs,
@@ -224,6 +231,11 @@ impl TraceArgs {
                 netns: self.netns.as_ref().map(|n| n.inum),
             },
             ring_buffer_bytes: self.ring_buffer_bytes,
+            kernel_reads: match self.kernel_reads.as_str() {
+                "none" => 0,
+                "socket" => reads::SOCKET_CONTEXT,
+                _ => reads::ALL,
+            },
         }
     }
 }

@@ -2,10 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tcptrace_common::{kind, Event, AF_INET, AF_INET6, EVENT_SIZE};
+use tcptrace_common::{close_flags, kind, CloseDetails, Event, AF_INET, AF_INET6, EVENT_SIZE};
 
 use crate::{
-    event::{Comm, EventKind, Task, TcpEvent},
+    event::{Comm, EventKind, SocketAtClose, Task, TcpEvent},
     state::TcpState,
 };
 
@@ -78,7 +78,33 @@ pub fn decode_event(raw: &Event) -> Result<TcpEvent, DecodeError> {
         },
         local: SocketAddr::new(ip(&raw.saddr)?, raw.sport),
         remote: SocketAddr::new(ip(&raw.daddr)?, raw.dport),
+        close: close_stats(&raw.close),
         kind,
+    })
+}
+
+/// The kernel's close details, typed; `None` when it did not read them.
+fn close_stats(raw: &CloseDetails) -> Option<SocketAtClose> {
+    (raw.flags & close_flags::VALID != 0).then_some(SocketAtClose {
+        bytes_acked: raw.bytes_acked,
+        bytes_received: raw.bytes_received,
+        unacked: raw.unacked,
+        peer_fin: raw.flags & close_flags::PEER_FIN != 0,
+        segments_sent: raw.segs_out,
+        segments_received: raw.segs_in,
+        total_retransmits: raw.total_retrans,
+        srtt_us: raw.srtt_us_x8 >> 3,
+        // `tcp_min_rtt()` starts at ~0U (no sample yet).
+        min_rtt_us: if raw.rtt_min_us == u32::MAX {
+            0
+        } else {
+            raw.rtt_min_us
+        },
+        error: raw.sk_err,
+        soft_error: raw.sk_err_soft,
+        timeouts: raw.retransmits,
+        probes: raw.probes_out,
+        backoff: raw.backoff,
     })
 }
 

@@ -24,6 +24,75 @@ pub struct TcpEvent {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub kind: EventKind,
+    /// What the socket carried and why it ended: only on a state change to CLOSE, and
+    /// only when the kernel side could read it.
+    pub close: Option<SocketAtClose>,
+}
+
+/// A socket's counters and error state as it went →CLOSE (`struct tcp_sock`), as the
+/// kernel keeps them: in sequence space, where the SYN and FIN count one each. The
+/// tracker turns them into what the connection carried ([`crate::tracker::CloseStats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketAtClose {
+    /// `bytes_acked`: sequence space the peer acknowledged.
+    pub bytes_acked: u64,
+    /// `bytes_received`: sequence space received in order (a FIN included, not a SYN).
+    pub bytes_received: u64,
+    /// `write_seq - snd_una`: written (data, a FIN) but not acknowledged.
+    pub unacked: u32,
+    /// The peer's FIN arrived (`SOCK_DONE`).
+    pub peer_fin: bool,
+    pub segments_sent: u32,
+    pub segments_received: u32,
+    /// Segments retransmitted over the connection's life (`total_retrans`).
+    pub total_retransmits: u32,
+    /// Smoothed RTT, µs (`srtt_us >> 3`); 0 when no RTT was ever measured.
+    pub srtt_us: u32,
+    /// Windowed minimum RTT, µs (`tcp_min_rtt()`); 0 when none was measured.
+    pub min_rtt_us: u32,
+    /// The error the close left for the application (`sk_err`, a positive errno).
+    pub error: i32,
+    /// An ICMP error the socket saw but did not die of (`sk_err_soft`); 0 once an
+    /// application read it with `SO_ERROR`, or once the connection made progress.
+    pub soft_error: i32,
+    /// Retransmission timeouts in a row, unanswered (`icsk_retransmits`).
+    pub timeouts: u8,
+    /// Keepalive or zero-window probes unanswered (`icsk_probes_out`).
+    pub probes: u8,
+    /// Times the RTO was doubled (`icsk_backoff`).
+    pub backoff: u8,
+}
+
+/// Serializes an errno as its name (`"ETIMEDOUT"`), null for none.
+pub fn serialize_errno<S: serde::Serializer>(
+    errno: &i32,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match errno_name(*errno) {
+        Some("other") => serializer.serialize_str(&format!("errno {errno}")),
+        Some(name) => serializer.serialize_str(name),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// The names of the errors a TCP close can leave (include/uapi/asm-generic/errno.h).
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        0 => return None,
+        libc::EPIPE => "EPIPE",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EPROTO => "EPROTO",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EMSGSIZE => "EMSGSIZE",
+        _ => "other",
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

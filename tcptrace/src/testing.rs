@@ -35,6 +35,7 @@ pub fn event(sk: u64, ms: u64, kind: EventKind, local: &str, remote: &str, pid: 
         local: addr(local),
         remote: addr(remote),
         kind,
+        close: None,
     }
 }
 
@@ -92,6 +93,7 @@ pub fn connection_through(
         },
         owner: None,
         last_activity_ns: steps.last().map_or(0, |s| s.entered_ns),
+        closed_with: None,
         steps,
         marks: vec![],
         retransmits: 0,

@@ -33,6 +33,14 @@ const HANDSHAKE_BUCKETS: &[f64] = &[
 const STATE_BUCKETS: &[f64] = &[
     0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
 ];
+/// A connection's life, from a loopback RPC to a day-long stream.
+const LIFE_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
+];
+/// Smoothed RTTs, from loopback's tens of µs to a satellite hop.
+const RTT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 const RECONCILE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 pub struct Metrics {
@@ -48,6 +56,11 @@ pub struct Metrics {
     pub state_seconds: HistogramVec,
     pub retransmitted_skbs: IntCounterVec,
     pub resets: IntCounterVec,
+    pub connect_failures: IntCounterVec,
+    pub connection_seconds: HistogramVec,
+    pub close_rtt_seconds: HistogramVec,
+    pub bytes_sent: IntCounterVec,
+    pub bytes_received: IntCounterVec,
 
     // Detectors.
     pub close_wait_stuck: IntGauge,
@@ -141,6 +154,26 @@ impl Metrics {
             resets: register(&r, IntCounterVec::new(
                 opts("tcptrace_resets_total", "RST segments sent or received, by the socket's state (none: no socket matched)."),
                 &["direction", "state"],
+            ))?,
+            connect_failures: register(&r, IntCounterVec::new(
+                opts("tcptrace_connect_failures_total", "Connections that never completed their handshake, by why: refused (RST), syn_timeout (no answer through every SYN retry), unreachable (ICMP), reset (RST to an accepted connection in SYN_RECV), abandoned (closed while connecting)."),
+                &["reason"],
+            ))?,
+            connection_seconds: register(&r, HistogramVec::new(
+                histogram("tcptrace_connection_duration_seconds", "Life of a finished connection, from its open (connect or accept) to CLOSE; connections first seen mid-life are left out.", LIFE_BUCKETS),
+                &["direction"],
+            ))?,
+            close_rtt_seconds: register(&r, HistogramVec::new(
+                histogram("tcptrace_connection_rtt_seconds", "The kernel's smoothed RTT (srtt) of a connection as it closed; connections that never measured one are left out.", RTT_BUCKETS),
+                &["direction"],
+            ))?,
+            bytes_sent: register(&r, IntCounterVec::new(
+                opts("tcptrace_connection_sent_bytes_total", "Bytes finished connections sent that the peer acknowledged (tcp_sock.bytes_acked), counted at close."),
+                &["direction"],
+            ))?,
+            bytes_received: register(&r, IntCounterVec::new(
+                opts("tcptrace_connection_received_bytes_total", "Bytes finished connections received in order (tcp_sock.bytes_received), counted at close."),
+                &["direction"],
             ))?,
             close_wait_stuck: register(&r, IntGauge::with_opts(opts(
                 "tcptrace_close_wait_stuck",

@@ -11,7 +11,7 @@ use crate::{
     event::{EventKind, TcpEvent},
     probe::KernelCounters,
     state::TcpState,
-    tracker::{classify, Applied, CloseKind, Connection, Direction, Tracker},
+    tracker::{classify, Applied, CloseKind, ConnectFailure, Connection, Direction, Tracker},
 };
 
 /// Namespaces with their own TIME_WAIT series unless told otherwise.
@@ -147,15 +147,46 @@ impl EventRecorder {
         }
     }
 
-    /// A connection that ended (moved to the finished ring).
+    /// A connection that ended (moved to the finished ring): how it ended, why its
+    /// handshake failed, and what it carried. Labels are the direction only: nothing
+    /// per connection.
     pub fn record_finished(&mut self, conn: &Connection) {
-        if let Some(kind) = classify(conn).close {
-            let m = &self.metrics;
-            let index = CloseKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-            cached(&mut self.closed[index], || {
-                m.closed.with_label_values(&[kind.label()])
-            })
-            .inc();
+        let m = &self.metrics;
+        let life = classify(conn);
+        let Some(kind) = life.close else {
+            return;
+        };
+        let index = CloseKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        cached(&mut self.closed[index], || {
+            m.closed.with_label_values(&[kind.label()])
+        })
+        .inc();
+        if let Some(failure) = ConnectFailure::of(conn, &life) {
+            m.connect_failures
+                .with_label_values(&[failure.label()])
+                .inc();
+        }
+        let direction = conn.direction.label();
+        if conn.direction != Direction::Unknown {
+            if let (Some(first), Some(last)) = (conn.steps.first(), conn.steps.last()) {
+                let seconds = last.entered_ns.saturating_sub(first.entered_ns) as f64 / 1e9;
+                m.connection_seconds
+                    .with_label_values(&[direction])
+                    .observe(seconds);
+            }
+        }
+        if let Some(stats) = &conn.closed_with {
+            m.bytes_sent
+                .with_label_values(&[direction])
+                .inc_by(stats.bytes_sent);
+            m.bytes_received
+                .with_label_values(&[direction])
+                .inc_by(stats.bytes_received);
+            if stats.srtt_us > 0 {
+                m.close_rtt_seconds
+                    .with_label_values(&[direction])
+                    .observe(f64::from(stats.srtt_us) / 1e6);
+            }
         }
     }
 

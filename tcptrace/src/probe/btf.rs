@@ -7,7 +7,8 @@
 //! structs come from `include/net/sock.h` (`struct sock_common`, `struct sock`),
 //! `include/net/net_namespace.h` (`struct net`, `possible_net_t`),
 //! `include/linux/ns_common.h`, `include/linux/cgroup-defs.h` (`struct sock_cgroup_data`,
-//! `struct cgroup`) and `include/linux/kernfs.h` (`struct kernfs_node`).
+//! `struct cgroup`), `include/linux/kernfs.h` (`struct kernfs_node`), `include/linux/tcp.h`
+//! (`struct tcp_sock`), `include/net/inet_connection_sock.h` and `include/linux/win_minmax.h`.
 
 use std::{
     fs, io,
@@ -66,6 +67,13 @@ pub enum BtfError {
 pub enum FieldError {
     #[error("the kernel's BTF has no `struct {0}`")]
     NoStruct(&'static str),
+    #[error("the kernel's BTF has no `enum {0}`")]
+    NoEnum(&'static str),
+    #[error("the kernel's BTF has no `{member}` in `enum {name}`")]
+    NoEnumValue {
+        name: &'static str,
+        member: &'static str,
+    },
     #[error(
         "the kernel's BTF has no field `{field}` in `{ty}`{}",
         reached_by.as_ref().map(|path| format!(", the type of `{path}`")).unwrap_or_default()
@@ -103,7 +111,7 @@ struct Field {
     slot: fn(&mut KernelOffsets) -> &mut u32,
 }
 
-const FIELDS: [Field; 6] = [
+const FIELDS: [Field; 22] = [
     Field {
         label: "skc_state",
         outer: "sock",
@@ -146,7 +154,123 @@ const FIELDS: [Field; 6] = [
         needed_for: "the socket's cgroup id",
         slot: |o| &mut o.kernfs_node_id,
     },
+    Field {
+        label: "sk_err",
+        outer: "sock",
+        path: &["sk_err"],
+        needed_for: "why a connection ended",
+        slot: |o| &mut o.sock_err,
+    },
+    Field {
+        label: "sk_err_soft",
+        outer: "sock",
+        path: &["sk_err_soft"],
+        needed_for: "an ICMP error seen before close",
+        slot: |o| &mut o.sock_err_soft,
+    },
+    Field {
+        label: "bytes_acked",
+        outer: "tcp_sock",
+        path: &["bytes_acked"],
+        needed_for: "bytes sent at close; Linux 4.1+",
+        slot: |o| &mut o.tcp_bytes_acked,
+    },
+    Field {
+        label: "bytes_received",
+        outer: "tcp_sock",
+        path: &["bytes_received"],
+        needed_for: "bytes received at close; Linux 4.1+",
+        slot: |o| &mut o.tcp_bytes_received,
+    },
+    Field {
+        label: "segs_out",
+        outer: "tcp_sock",
+        path: &["segs_out"],
+        needed_for: "segments sent at close; Linux 4.6+",
+        slot: |o| &mut o.tcp_segs_out,
+    },
+    Field {
+        label: "segs_in",
+        outer: "tcp_sock",
+        path: &["segs_in"],
+        needed_for: "segments received at close; Linux 4.6+",
+        slot: |o| &mut o.tcp_segs_in,
+    },
+    Field {
+        label: "total_retrans",
+        outer: "tcp_sock",
+        path: &["total_retrans"],
+        needed_for: "retransmits at close",
+        slot: |o| &mut o.tcp_total_retrans,
+    },
+    Field {
+        label: "srtt_us",
+        outer: "tcp_sock",
+        path: &["srtt_us"],
+        needed_for: "the smoothed RTT at close",
+        slot: |o| &mut o.tcp_srtt_us,
+    },
+    Field {
+        label: "rtt_min",
+        outer: "tcp_sock",
+        path: &["rtt_min", "s"],
+        needed_for: "the minimum RTT at close; Linux 4.10+",
+        slot: |o| &mut o.tcp_rtt_min,
+    },
+    Field {
+        label: "minmax_sample.v",
+        outer: "minmax_sample",
+        path: &["v"],
+        needed_for: "the minimum RTT at close; Linux 4.10+",
+        slot: |o| &mut o.minmax_sample_v,
+    },
+    Field {
+        label: "icsk_retransmits",
+        outer: "tcp_sock",
+        path: &["inet_conn", "icsk_retransmits"],
+        needed_for: "telling a retransmission timeout from a keepalive timeout",
+        slot: |o| &mut o.icsk_retransmits,
+    },
+    Field {
+        label: "icsk_probes_out",
+        outer: "tcp_sock",
+        path: &["inet_conn", "icsk_probes_out"],
+        needed_for: "telling a keepalive timeout from a retransmission timeout",
+        slot: |o| &mut o.icsk_probes_out,
+    },
+    Field {
+        label: "icsk_backoff",
+        outer: "tcp_sock",
+        path: &["inet_conn", "icsk_backoff"],
+        needed_for: "the RTO backoff at close",
+        slot: |o| &mut o.icsk_backoff,
+    },
+    Field {
+        label: "snd_una",
+        outer: "tcp_sock",
+        path: &["snd_una"],
+        needed_for: "the bytes never acknowledged at close",
+        slot: |o| &mut o.tcp_snd_una,
+    },
+    Field {
+        label: "write_seq",
+        outer: "tcp_sock",
+        path: &["write_seq"],
+        needed_for: "the bytes never acknowledged at close",
+        slot: |o| &mut o.tcp_write_seq,
+    },
+    Field {
+        label: "skc_flags",
+        outer: "sock",
+        path: &["__sk_common", "skc_flags"],
+        needed_for: "whether the peer's FIN arrived before close",
+        slot: |o| &mut o.sock_flags,
+    },
 ];
+
+/// `enum sock_flags` (include/net/sock.h): `SOCK_DONE` is set by `tcp_fin()`.
+const SOCK_FLAGS: &str = "sock_flags";
+const SOCK_DONE: &str = "SOCK_DONE";
 
 /// Every offset the kernel programs need, from the running kernel's BTF ([`VMLINUX_BTF`]).
 pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
@@ -178,15 +302,44 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
                 needed_for: field.needed_for,
             })?;
     }
+    offsets.sock_done_bit =
+        enum_value(btf, SOCK_FLAGS, SOCK_DONE).map_err(|problem| BtfError::Field {
+            problem,
+            needed_for: "whether the peer's FIN arrived before close",
+        })?;
     Ok(offsets)
+}
+
+/// The value of `member` in `enum name`, as the kernel was built with it.
+pub(crate) fn enum_value(
+    btf: &Btf,
+    name: &'static str,
+    member: &'static str,
+) -> Result<u32, FieldError> {
+    let found = btf
+        .resolve_types_by_name(name)?
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Enum(e) => Some(e),
+            _ => None,
+        })
+        .ok_or(FieldError::NoEnum(name))?;
+    for value in &found.members {
+        if btf.resolve_name(value)? == member {
+            return Ok(value.val());
+        }
+    }
+    Err(FieldError::NoEnumValue { name, member })
 }
 
 /// The offsets on one line, for `tcptrace doctor`: `skc_state 18, skc_net 48, …`.
 pub fn describe_offsets(offsets: &KernelOffsets) -> String {
+    let done_bit = offsets.sock_done_bit;
     let mut offsets = *offsets;
     FIELDS
         .iter()
         .map(|field| format!("{} {}", field.label, *(field.slot)(&mut offsets)))
+        .chain([format!("{SOCK_DONE} bit {done_bit}")])
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -434,12 +587,32 @@ mod tests {
                 sock_cgroup: 672,
                 cgroup_kn: 256,
                 kernfs_node_id: 96,
+                sock_err: 284,
+                sock_err_soft: 372,
+                tcp_bytes_acked: 1824,
+                tcp_bytes_received: 1752,
+                tcp_segs_out: 1536,
+                tcp_segs_in: 1760,
+                tcp_total_retrans: 2200,
+                tcp_srtt_us: 1680,
+                tcp_rtt_min: 1496,
+                minmax_sample_v: 4,
+                icsk_retransmits: 1249,
+                icsk_probes_out: 1253,
+                icsk_backoff: 1251,
+                tcp_snd_una: 1672,
+                tcp_write_seq: 1576,
+                sock_flags: 96,
+                sock_done_bit: 1,
             }
         );
         assert_eq!(
             describe_offsets(&offsets),
             "skc_state 18, skc_net 48, ns.inum 176, sk_cgrp_data 672, cgroup.kn 256, \
-             kernfs_node.id 96"
+             kernfs_node.id 96, sk_err 284, sk_err_soft 372, bytes_acked 1824, bytes_received 1752, \
+             segs_out 1536, segs_in 1760, total_retrans 2200, srtt_us 1680, rtt_min 1496, \
+             minmax_sample.v 4, icsk_retransmits 1249, icsk_probes_out 1253, icsk_backoff 1251, \
+             snd_una 1672, write_seq 1576, skc_flags 96, SOCK_DONE bit 1"
         );
     }
 

@@ -82,6 +82,9 @@ pub struct ProbeConfig {
     pub filter: KernelFilter,
     /// Size of the `EVENTS` ring buffer in bytes: a power of two, at least a page.
     pub ring_buffer_bytes: u32,
+    /// The eBPF global `KERNEL_READS`: which optional reads the programs make
+    /// (`tcptrace_common::reads`); all of them but in the benchmark.
+    pub kernel_reads: u8,
 }
 
 /// 4 MiB: about 35k events, over 100 ms of peak loopback churn.
@@ -101,6 +104,7 @@ impl Default for ProbeConfig {
         Self {
             filter: KernelFilter::default(),
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            kernel_reads: tcptrace_common::reads::ALL,
         }
     }
 }

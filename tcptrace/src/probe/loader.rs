@@ -138,6 +138,7 @@ impl Probe {
             .override_global("FILTER_NETNS", &netns, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes(), true)
+            .override_global("KERNEL_READS", &config.kernel_reads, true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(OBJECT)?;
 

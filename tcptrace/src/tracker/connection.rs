@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use super::CloseStats;
 use crate::{
     event::{Comm, Task},
     state::TcpState,
@@ -133,6 +134,8 @@ pub struct Connection {
     /// Transitions RFC 793's state machine does not allow, as seen.
     pub illegal: Vec<(TcpState, TcpState)>,
     pub last_activity_ns: u64,
+    /// What it carried and the error it ended with, read by the kernel at →CLOSE.
+    pub closed_with: Option<CloseStats>,
 }
 
 impl Connection {

@@ -8,7 +8,10 @@
 
 use serde::Serialize;
 
-use super::connection::{Connection, Direction, MarkKind};
+use super::{
+    connection::{Connection, Direction, MarkKind},
+    CloseStats,
+};
 use crate::state::TcpState::{self, *};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -26,7 +29,17 @@ pub enum CloseKind {
     ResetReceived,
     /// connect() answered by a RST: nothing listened.
     Refused,
-    /// Ended before ESTABLISHED without a RST: the handshake timed out.
+    /// The handshake ran out of SYN (or SYN-ACK) retries: nothing answered.
+    SynTimeout,
+    /// Data went unacknowledged through every retransmission (`tcp_retries2`).
+    TimedOut,
+    /// The keepalive timer's probes went unanswered: the peer is gone.
+    KeepaliveTimeout,
+    /// An ICMP unreachable ended it (host, network, or a reject rule), during the
+    /// handshake or as the cause behind a retransmission timeout.
+    Unreachable,
+    /// Ended before ESTABLISHED without a RST or an error: the application gave up
+    /// (closed a connecting socket), or the kernel did not say why.
     NeverEstablished,
     /// Its →CLOSE was never seen; sock_diag found it gone.
     Vanished,
@@ -35,13 +48,17 @@ pub enum CloseKind {
 }
 
 impl CloseKind {
-    pub const ALL: [CloseKind; 9] = [
+    pub const ALL: [CloseKind; 13] = [
         Self::ActiveClose,
         Self::PassiveClose,
         Self::SimultaneousClose,
         Self::ResetSent,
         Self::ResetReceived,
         Self::Refused,
+        Self::SynTimeout,
+        Self::TimedOut,
+        Self::KeepaliveTimeout,
+        Self::Unreachable,
         Self::NeverEstablished,
         Self::Vanished,
         Self::Unknown,
@@ -56,6 +73,10 @@ impl CloseKind {
             Self::ResetSent => "reset_sent",
             Self::ResetReceived => "reset_received",
             Self::Refused => "refused",
+            Self::SynTimeout => "syn_timeout",
+            Self::TimedOut => "timed_out",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::Unreachable => "unreachable",
             Self::NeverEstablished => "never_established",
             Self::Vanished => "vanished",
             Self::Unknown => "unknown",
@@ -91,6 +112,39 @@ fn state_before_close(conn: &Connection) -> Option<TcpState> {
     (n >= 2 && conn.steps[n - 1].state == Close).then(|| conn.steps[n - 2].state)
 }
 
+/// Why the kernel ended the connection, from the error it left in the socket, when
+/// that error is a timeout or an unreachable peer. Both come from `tcp_write_err()`
+/// (net/ipv4/tcp_timer.c: `sk_err_soft` — an ICMP error seen while retransmitting — or
+/// else ETIMEDOUT) or, in the handshake, straight from the ICMP handler
+/// (`tcp_v4_err()`). The keepalive timer gives up with no data outstanding, so with no
+/// retransmission timeouts counted but its probes out (`tcp_keepalive_timer()`); the
+/// retransmission timer gives up with `icsk_retransmits` > 0.
+///
+/// A non-blocking connect() can meet its ICMP error while it still holds the socket
+/// lock: then the error is only soft (`sk_err_soft`), the kernel does not end the
+/// socket, and the application closes it; unless it read the error with `SO_ERROR`
+/// (which clears it), the soft error still names the cause.
+fn kernel_cause(stats: &CloseStats, established: bool) -> Option<CloseKind> {
+    let unreachable = |errno| {
+        matches!(
+            errno,
+            libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN
+        )
+    };
+    if stats.error == 0 && !established && unreachable(stats.soft_error) {
+        return Some(CloseKind::Unreachable);
+    }
+    match stats.error {
+        errno if unreachable(errno) => Some(CloseKind::Unreachable),
+        libc::ETIMEDOUT if !established => Some(CloseKind::SynTimeout),
+        libc::ETIMEDOUT if stats.timeouts == 0 && stats.probes > 0 => {
+            Some(CloseKind::KeepaliveTimeout)
+        }
+        libc::ETIMEDOUT => Some(CloseKind::TimedOut),
+        _ => None,
+    }
+}
+
 pub fn classify(conn: &Connection) -> Lifecycle {
     let has = |kind| conn.marks.iter().any(|m| m.kind == kind);
     let established = entered(conn, Established) || conn.seen_since_start;
@@ -100,12 +154,21 @@ pub fn classify(conn: &Connection) -> Lifecycle {
     let time_wait = matches!(before_close, Some(FinWait2 | Closing))
         && !has(MarkKind::ResetSent)
         && !has(MarkKind::ResetReceived);
+    let cause = conn
+        .closed_with
+        .as_ref()
+        .and_then(|stats| kernel_cause(stats, established));
     let close = if !conn.is_finished() {
         None
     } else if conn.vanished {
         Some(CloseKind::Vanished)
+    } else if let Some(cause) = cause {
+        // Before the RST checks: a keepalive timeout sends a RST as it gives up.
+        Some(cause)
     } else if has(MarkKind::ResetReceived) {
-        Some(if established {
+        // Only a connecting socket is refused; a server's half-open child that gets a
+        // RST was reset by its client.
+        Some(if established || conn.direction == Direction::Passive {
             CloseKind::ResetReceived
         } else {
             CloseKind::Refused
@@ -153,7 +216,12 @@ pub fn close_shape(active: &Connection, passive: &Connection) -> Option<CloseSha
     if [a.close, p.close].iter().any(|c| {
         matches!(
             c,
-            Some(CloseKind::ResetSent | CloseKind::ResetReceived | CloseKind::Refused)
+            Some(
+                CloseKind::ResetSent
+                    | CloseKind::ResetReceived
+                    | CloseKind::Refused
+                    | CloseKind::KeepaliveTimeout
+            )
         )
     }) {
         return Some(CloseShape::Reset);
@@ -174,4 +242,57 @@ pub fn close_shape(active: &Connection, passive: &Connection) -> Option<CloseSha
     } else {
         CloseShape::FourWay
     })
+}
+
+/// Why a connection that never reached ESTABLISHED failed, for the connect-failure
+/// counter; `None` for one that was established (or not finished).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectFailure {
+    /// A RST answered the SYN: nothing listened.
+    Refused,
+    /// No answer through every SYN retry.
+    SynTimeout,
+    /// An ICMP unreachable answered.
+    Unreachable,
+    /// A RST during the handshake of an accepted connection (SYN_RECV).
+    Reset,
+    /// The application closed it while it was connecting.
+    Abandoned,
+}
+
+impl ConnectFailure {
+    pub const ALL: [ConnectFailure; 5] = [
+        Self::Refused,
+        Self::SynTimeout,
+        Self::Unreachable,
+        Self::Reset,
+        Self::Abandoned,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::SynTimeout => "syn_timeout",
+            Self::Unreachable => "unreachable",
+            Self::Reset => "reset",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// The failure a finished connection's classification names, if it never got
+    /// through its handshake. Connections first seen mid-life got through it.
+    pub fn of(conn: &Connection, lifecycle: &Lifecycle) -> Option<ConnectFailure> {
+        if conn.seen_since_start || entered(conn, Established) {
+            return None;
+        }
+        Some(match lifecycle.close? {
+            CloseKind::Refused => Self::Refused,
+            CloseKind::SynTimeout => Self::SynTimeout,
+            CloseKind::Unreachable => Self::Unreachable,
+            CloseKind::ResetReceived | CloseKind::ResetSent => Self::Reset,
+            CloseKind::NeverEstablished => Self::Abandoned,
+            _ => return None,
+        })
+    }
 }

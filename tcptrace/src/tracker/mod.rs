@@ -5,6 +5,7 @@
 //! open) or at a child's LISTEN→SYN_RECV (passive open) and ends at →CLOSE. Listeners
 //! are kept apart. The table is bounded; see [`Tracker::new`].
 
+mod carried;
 mod connection;
 mod finished;
 mod lifecycle;
@@ -19,7 +20,8 @@ mod tests;
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+pub use carried::CloseStats;
 pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step};
-pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, Lifecycle};
+pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, ConnectFailure, Lifecycle};
 pub use reconcile::{KernelSocket, ReconcileReport, Snapshot};
 pub use table::{Applied, Listener, Tracker, TrackerStats};

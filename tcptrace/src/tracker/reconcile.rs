@@ -5,7 +5,7 @@
 //! hands over a [`Snapshot`] of all of them: a connection is judged only against its own
 //! namespace's list, never against another's.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
@@ -63,6 +63,13 @@ pub struct ReconcileReport {
     pub state_fixed: u64,
 }
 
+/// A socket's key without its local port: (namespace, local address, remote).
+type Portless = (u32, IpAddr, SocketAddr);
+
+fn portless(key: &SocketKey) -> Portless {
+    (key.netns, key.local.ip(), key.remote)
+}
+
 /// A full socket that belongs in the connection table (not a listener; a TIME_WAIT
 /// socket is a separate mini-socket, never a tracked connection: DESIGN.md §1).
 fn is_connection(socket: &KernelSocket) -> bool {
@@ -107,6 +114,31 @@ impl Tracker {
             .collect();
         let missed_before = std::mem::replace(&mut self.missed_namespaces, missed);
         let gone = |netns: u32| snapshot.misses(netns) && missed_before.contains(&netns);
+        // connect() fires CLOSE→SYN_SENT before the source port is chosen: a
+        // connection still without it is the dump's connecting socket with the rest of
+        // its key, when there is just one.
+        let mut connecting: Map<Portless, Vec<SocketAddr>> = Map::default();
+        for s in snapshot
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::SynSent)
+        {
+            connecting
+                .entry(portless(&s.key))
+                .or_default()
+                .push(s.key.local);
+        }
+        let learnable: Vec<(u64, SocketAddr)> = self
+            .bound()
+            .filter(|c| c.local.port() == 0)
+            .filter_map(|c| match connecting.get(&portless(&c.key()))?.as_slice() {
+                [only] => Some((c.id.skaddr, *only)),
+                _ => None,
+            })
+            .collect();
+        for (skaddr, local) in learnable {
+            self.learn_port(skaddr, local);
+        }
         let present: Map<SocketKey, TcpState> = snapshot
             .sockets
             .iter()
@@ -116,7 +148,11 @@ impl Tracker {
         let stale = |c: &Connection| {
             c.last_activity_ns < started_ns
                 && if snapshot.judges(c.netns) {
-                    !present.contains_key(&c.key())
+                    if c.local.port() == 0 {
+                        !connecting.contains_key(&portless(&c.key()))
+                    } else {
+                        !present.contains_key(&c.key())
+                    }
                 } else {
                     gone(c.netns)
                 }
@@ -184,8 +220,14 @@ impl Tracker {
                     .map(Connection::key),
             )
             .collect();
+        // Sockets that may be a connection whose port is not known yet are not new.
+        let still_portless: Set<Portless> = self
+            .bound()
+            .filter(|c| c.local.port() == 0)
+            .map(|c| portless(&c.key()))
+            .collect();
         for socket in snapshot.sockets.iter().filter(|s| is_connection(s)) {
-            if known.contains(&socket.key) {
+            if known.contains(&socket.key) || still_portless.contains(&portless(&socket.key)) {
                 continue;
             }
             self.make_room();

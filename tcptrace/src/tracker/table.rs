@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{
     connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step},
     finished::FinishedRing,
-    rfc793, Map, Set,
+    rfc793, CloseStats, Map, Set,
 };
 use crate::{
     event::{EventKind, TcpEvent},
@@ -192,6 +192,24 @@ impl Tracker {
         self.live.entry(skaddr).insert_entry(conn).into_mut()
     }
 
+    /// connect() fires CLOSE→SYN_SENT before the source port is chosen: the first
+    /// event that carries it (a SYN retransmit, SYN_SENT→ESTABLISHED), or the dump,
+    /// completes the key. Indexed then by that key, which `remove_live` looks up; a
+    /// seeded entry with it was this socket seen by sock_diag.
+    pub(super) fn learn_port(&mut self, skaddr: u64, local: SocketAddr) {
+        let Some(conn) = self.live.get_mut(&skaddr) else {
+            return;
+        };
+        if conn.local.port() != 0 || local.port() == 0 {
+            return;
+        }
+        conn.local = local;
+        let key = conn.key();
+        self.unbound.remove(&key);
+        let hash = self.hash_key(key);
+        self.live_by_key.insert(hash, skaddr);
+    }
+
     pub(super) fn remove_live(&mut self, skaddr: u64) -> Option<Connection> {
         let conn = self.live.remove(&skaddr)?;
         let key = self.hash_key(conn.key());
@@ -251,6 +269,7 @@ impl Tracker {
     }
 
     fn mark(&mut self, event: &TcpEvent, kind: MarkKind, state: Option<TcpState>) -> Applied {
+        self.learn_port(event.skaddr, event.local);
         // An abort reports its RST right after →CLOSE (tcp_disconnect() sets CLOSE
         // first): such a mark belongs to the connection that just finished.
         let just_finished = |c: &&mut Connection| {
@@ -315,6 +334,7 @@ impl Tracker {
                 unknown_opened = true;
             }
         }
+        self.learn_port(event.skaddr, event.local);
         let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
         let mut applied = Applied {
             opened: opening.or(unknown_opened.then_some(Direction::Unknown)),
@@ -334,13 +354,6 @@ impl Tracker {
             self.stats.illegal_transitions += 1;
             conn.illegal.push((old, new));
         }
-        // connect() fires CLOSE→SYN_SENT before the source port is chosen.
-        let port_learned = conn.local.port() == 0 && event.local.port() != 0;
-        if port_learned {
-            conn.local = event.local;
-        }
-        // Indexed by the connection's own key, which `remove_live` will look up.
-        let learned_key = port_learned.then(|| conn.key());
         if conn.owner.is_none() && event.task_is_owner() {
             conn.owner = Some(Owner::from(event.task));
         }
@@ -350,13 +363,9 @@ impl Tracker {
         conn.push_step(new, ts);
         applied.conn = Some(conn.id);
         applied.owner = conn.owner;
-        if let Some(learned) = learned_key {
-            self.unbound.remove(&learned);
-            let hash = self.hash_key(learned);
-            self.live_by_key.insert(hash, event.skaddr);
-        }
         if new == Close {
-            let conn = self.remove_live(event.skaddr).expect("present");
+            let mut conn = self.remove_live(event.skaddr).expect("present");
+            conn.closed_with = event.close.as_ref().map(|k| CloseStats::of(&conn, k));
             self.retire(conn);
             applied.finished = true;
         }
@@ -449,6 +458,7 @@ impl Tracker {
             vanished: false,
             illegal: Vec::new(),
             last_activity_ns: at_ns,
+            closed_with: None,
         }
     }
 

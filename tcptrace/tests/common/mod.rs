@@ -56,6 +56,7 @@ impl Harness {
         let config = ProbeConfig {
             filter,
             ring_buffer_bytes: 1 << 20,
+            ..ProbeConfig::default()
         };
         let (probe, ring) = Probe::load(&config).unwrap_or_else(|e| panic!("loading: {e}"));
         let stats = std::sync::Arc::default();
