@@ -12,7 +12,7 @@ use crate::{
     diag::cgroup::{Resolve, Workload},
     state::TcpState,
     timeline,
-    tracker::{Connection, Direction, Tracker},
+    tracker::{classify, CloseKind, CloseStats, Connection, Direction, Tracker},
 };
 
 /// The most connections one `/api/connections` answer holds.
@@ -50,6 +50,11 @@ pub enum Query {
     Connection {
         id: u64,
         reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+    /// Recently finished connections: how each ended and what it carried.
+    Closed {
+        query: ClosedQuery,
+        reply: oneshot::Sender<ClosedList>,
     },
 }
 
@@ -164,6 +169,98 @@ pub fn connection(tracker: &Tracker, id: u64, resolve: Resolve<'_>) -> Option<se
     Some(value)
 }
 
+/// Which recently finished connections to list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClosedQuery {
+    pub kind: Option<CloseKind>,
+    /// Either end's port.
+    pub port: Option<u16>,
+    pub netns: Option<u32>,
+    pub limit: usize,
+}
+
+/// One row of `/api/closed`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClosedSummary {
+    /// For `/api/connections/{id}`, while it is in the finished ring.
+    pub id: u64,
+    pub netns: u32,
+    #[serde(flatten)]
+    pub workload: Option<Workload>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub direction: Direction,
+    pub owner: Option<OwnerView>,
+    pub close: Option<CloseKind>,
+    /// When it closed (RFC 3339).
+    pub closed_at: String,
+    /// From its open to its close; `None` for one first seen mid-life.
+    pub duration_seconds: Option<f64>,
+    /// What it carried and the error it ended with, when the kernel said.
+    pub carried: Option<CloseStats>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClosedList {
+    /// Finished connections still remembered that match, returned or not.
+    pub matching: usize,
+    pub truncated: bool,
+    /// Newest first.
+    pub connections: Vec<ClosedSummary>,
+}
+
+/// The finished ring's connections matching `query`, newest first.
+pub fn closed(
+    tracker: &Tracker,
+    query: &ClosedQuery,
+    resolve: Resolve<'_>,
+    clock: WallClock,
+) -> ClosedList {
+    let matching: Vec<&Connection> = tracker
+        .finished()
+        .rev()
+        .filter(|c| {
+            query.netns.is_none_or(|n| c.netns == n)
+                && query
+                    .port
+                    .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
+                && query.kind.is_none_or(|k| classify(c).close == Some(k))
+        })
+        .collect();
+    let limit = query.limit.min(MAX_LIMIT);
+    ClosedList {
+        matching: matching.len(),
+        truncated: matching.len() > limit,
+        connections: matching
+            .into_iter()
+            .take(limit)
+            .map(|c| {
+                let (first, last) = (c.steps.first(), c.steps.last());
+                ClosedSummary {
+                    id: c.id.generation,
+                    netns: c.netns,
+                    workload: workload(c.cgroup_id, resolve),
+                    local: c.local,
+                    remote: c.remote,
+                    direction: c.direction,
+                    owner: c.owner.map(|o| OwnerView {
+                        pid: o.pid,
+                        comm: o.comm.as_str().into_owned(),
+                    }),
+                    close: classify(c).close,
+                    closed_at: rfc3339(clock.to_system_time(c.state_since_ns())),
+                    duration_seconds: first.zip(last).filter(|_| !c.seen_since_start).map(
+                        |(first, last)| {
+                            last.entered_ns.saturating_sub(first.entered_ns) as f64 / 1e9
+                        },
+                    ),
+                    carried: c.closed_with,
+                }
+            })
+            .collect(),
+    }
+}
+
 pub fn answer(
     query: Query,
     tracker: &Tracker,
@@ -178,6 +275,9 @@ pub fn answer(
         }
         Query::Connection { id, reply } => {
             let _ = reply.send(connection(tracker, id, resolve));
+        }
+        Query::Closed { query, reply } => {
+            let _ = reply.send(closed(tracker, &query, resolve, clock));
         }
     }
 }
@@ -226,6 +326,38 @@ mod tests {
             connections(&tracker, &all(usize::MAX), &mut |_| None, clock, 0).matching,
             6
         );
+    }
+
+    #[test]
+    fn closed_connections_newest_first_by_kind() {
+        let mut tracker = Tracker::new(64, 8);
+        for sk in 1..=3u64 {
+            tracker.apply(&client(sk, sk * 10, Close, SynSent));
+            tracker.apply(&client(sk, sk * 10 + 1, SynSent, Established));
+            tracker.apply(&client(sk, sk * 10 + 2, Established, FinWait1));
+            tracker.apply(&client(sk, sk * 10 + 3, FinWait1, FinWait2));
+            tracker.apply(&client(sk, sk * 10 + 4, FinWait2, Close));
+        }
+        tracker.apply(&client(9, 50, Close, SynSent));
+        tracker.apply(&client(9, 51, SynSent, Close));
+        let clock = WallClock::new();
+        let query = |kind, limit| ClosedQuery {
+            kind,
+            limit,
+            ..ClosedQuery::default()
+        };
+        let all = closed(&tracker, &query(None, 2), &mut |_| None, clock);
+        assert_eq!((all.matching, all.truncated), (4, true));
+        assert_eq!(all.connections[0].close, Some(CloseKind::NeverEstablished));
+        assert_eq!(all.connections[1].duration_seconds, Some(0.004));
+        let active = closed(
+            &tracker,
+            &query(Some(CloseKind::ActiveClose), 10),
+            &mut |_| None,
+            clock,
+        );
+        assert_eq!(active.matching, 3);
+        assert_eq!(active.connections[0].owner.as_ref().unwrap().pid, 100);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::{
     detect::LeakReport,
     metrics::Metrics,
     state::TcpState,
+    tracker::CloseKind,
 };
 
 /// A request that takes longer than this is answered 408 and dropped.
@@ -40,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/connections", get(connections))
         .route("/api/connections/{id}", get(connection))
+        .route("/api/closed", get(closed))
         .route("/api/leaks", get(leaks))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -150,6 +152,46 @@ async fn connection(
                 format!("no connection {id}: not live, or finished too long ago"),
             )
         })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ClosedParams {
+    kind: Option<String>,
+    port: Option<u16>,
+    netns: Option<u32>,
+    limit: Option<usize>,
+}
+
+/// Recently finished connections (the finished ring): how each ended, what it carried.
+async fn closed(
+    State(state): State<ApiState>,
+    UrlQuery(params): UrlQuery<ClosedParams>,
+) -> Result<Json<api::ClosedList>, ApiError> {
+    let kind = params
+        .kind
+        .as_deref()
+        .map(|name| {
+            CloseKind::ALL
+                .into_iter()
+                .find(|k| k.label() == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = CloseKind::ALL.iter().map(|k| k.label()).collect();
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown close kind {name:?}; one of {}", known.join(", ")),
+                    )
+                })
+        })
+        .transpose()?;
+    let query = api::ClosedQuery {
+        kind,
+        port: params.port,
+        netns: params.netns,
+        limit: limit(params.limit)?,
+    };
+    ask(&state, |reply| Query::Closed { query, reply })
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Default, Deserialize)]

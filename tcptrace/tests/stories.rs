@@ -205,6 +205,16 @@ fn a_dead_peer_found_by_keepalive_is_a_keepalive_timeout() {
         ),
         0.0
     );
+    // The API lists it among the recently closed, with its owner.
+    let closed = watch.json("/api/closed?kind=keepalive_timeout");
+    assert_eq!(closed["matching"], 1, "{closed:#}");
+    let row = &closed["connections"][0];
+    assert_eq!(row["local"], local.to_string());
+    assert_eq!(row["netns"], inum(&pair.a));
+    assert_eq!(row["owner"]["pid"], std::process::id());
+    assert_eq!(row["carried"]["error"], "ETIMEDOUT");
+    let (status, body) = watch.get("/api/closed?kind=crashed");
+    assert_eq!(status, 400, "{body}");
 }
 
 #[test]

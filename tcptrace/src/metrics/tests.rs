@@ -363,3 +363,127 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
         Some(f64::from(REMOTES))
     );
 }
+
+#[test]
+fn what_finished_connections_carried_and_why_handshakes_failed_count_exactly() {
+    use crate::event::SocketAtClose;
+    let mut recorder = recorder();
+    let mut tracker = Tracker::new(16, 16);
+    let closing = |mut e: crate::event::TcpEvent, kernel: SocketAtClose| {
+        e.close = Some(kernel);
+        e
+    };
+    let events = [
+        // A client that sent 1,000 bytes and received 300 in 14 ms, srtt 50 µs.
+        client(1, 0, Close, SynSent),
+        client(1, 2, SynSent, Established),
+        client(1, 10, Established, FinWait1),
+        client(1, 12, FinWait1, FinWait2),
+        closing(
+            client(1, 14, FinWait2, Close),
+            SocketAtClose {
+                bytes_acked: 1_002,
+                bytes_received: 300,
+                srtt_us: 50,
+                ..SocketAtClose::default()
+            },
+        ),
+        // A connect that ran out of SYN retries, and one refused.
+        client(2, 20, Close, SynSent),
+        closing(
+            client(2, 3020, SynSent, Close),
+            SocketAtClose {
+                error: libc::ETIMEDOUT,
+                unacked: 1,
+                ..SocketAtClose::default()
+            },
+        ),
+        client(3, 30, Close, SynSent),
+        closing(
+            client(3, 31, SynSent, Close),
+            SocketAtClose {
+                error: libc::ECONNREFUSED,
+                unacked: 1,
+                ..SocketAtClose::default()
+            },
+        ),
+    ];
+    for e in &events {
+        let applied = tracker.apply(e);
+        recorder.record(e, &applied);
+        if applied.finished {
+            recorder.record_finished(tracker.finished_by_id(applied.conn.unwrap()).unwrap());
+        }
+    }
+    let text = recorder.metrics().render();
+    let value = |name: &str, labels: &str| sample(&text, name, labels);
+    assert_eq!(
+        value(
+            "tcptrace_connection_sent_bytes_total",
+            "direction=\"active\""
+        ),
+        Some(1000.0)
+    );
+    assert_eq!(
+        value(
+            "tcptrace_connection_received_bytes_total",
+            "direction=\"active\""
+        ),
+        Some(300.0)
+    );
+    // Three active connections ended: their lives are 14 ms, 3 s and 1 ms.
+    assert_eq!(
+        value(
+            "tcptrace_connection_duration_seconds_count",
+            "direction=\"active\""
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            "tcptrace_connection_duration_seconds_sum",
+            "direction=\"active\""
+        ),
+        Some(0.014 + 3.0 + 0.001)
+    );
+    // Only the one that measured an RTT.
+    assert_eq!(
+        value(
+            "tcptrace_connection_rtt_seconds_count",
+            "direction=\"active\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "tcptrace_connection_rtt_seconds_sum",
+            "direction=\"active\""
+        ),
+        Some(0.00005)
+    );
+    for (reason, count) in [("syn_timeout", 1.0), ("refused", 1.0)] {
+        assert_eq!(
+            value(
+                "tcptrace_connect_failures_total",
+                &format!("reason=\"{reason}\"")
+            ),
+            Some(count),
+            "{reason}"
+        );
+    }
+    assert_eq!(series(&text, "tcptrace_connect_failures_total"), 2);
+    for (kind, count) in [
+        ("active_close", 1.0),
+        ("syn_timeout", 1.0),
+        ("refused", 1.0),
+    ] {
+        assert_eq!(
+            value(
+                "tcptrace_connections_closed_total",
+                &format!("kind=\"{kind}\"")
+            ),
+            Some(count),
+            "{kind}"
+        );
+    }
+}

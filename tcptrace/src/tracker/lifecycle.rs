@@ -25,7 +25,7 @@ pub enum CloseKind {
     SimultaneousClose,
     /// This end aborted with a RST (SO_LINGER 0, close with unread data).
     ResetSent,
-    /// The peer reset the connection after the handshake.
+    /// The peer reset the connection: after the handshake, or an accepted one during it.
     ResetReceived,
     /// connect() answered by a RST: nothing listened.
     Refused,
@@ -141,6 +141,9 @@ fn kernel_cause(stats: &CloseStats, established: bool) -> Option<CloseKind> {
             Some(CloseKind::KeepaliveTimeout)
         }
         libc::ETIMEDOUT => Some(CloseKind::TimedOut),
+        // What tcp_reset() leaves: the RST's own event may have been lost.
+        libc::ECONNREFUSED if !established => Some(CloseKind::Refused),
+        libc::ECONNRESET | libc::EPIPE => Some(CloseKind::ResetReceived),
         _ => None,
     }
 }

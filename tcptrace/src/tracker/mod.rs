@@ -6,6 +6,8 @@
 //! are kept apart. The table is bounded; see [`Tracker::new`].
 
 mod carried;
+#[cfg(test)]
+mod cause_tests;
 mod connection;
 mod finished;
 mod lifecycle;
