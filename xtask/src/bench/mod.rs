@@ -28,7 +28,7 @@ use crate::{
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Repetitions of the interleaved cycle (baseline, tcptrace, bpftrace ×2).
+    /// Repetitions of the interleaved cycle (baseline, tcptrace ×3, bpftrace ×2).
     #[arg(long, default_value_t = 5)]
     pub reps: u32,
     #[command(flatten)]
@@ -285,7 +285,7 @@ fn check_smoke(system: &SystemResults) -> anyhow::Result<()> {
         {
             bail!("smoke: the load did not make what it should: {churn:?}");
         }
-        let exact = matches!(sample.tracer, Tracer::Tcptrace | Tracer::BpftraceCount);
+        let exact = sample.tracer.is_tcptrace() || sample.tracer == Tracer::BpftraceCount;
         if let (true, Some(report)) = (exact, &sample.report) {
             if report.events != sample.expected_events() || report.lost != 0 {
                 bail!(

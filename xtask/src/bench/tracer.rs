@@ -21,6 +21,12 @@ pub enum Tracer {
     None,
     /// `tcptrace serve` with everything on: timelines, detectors, metrics.
     Tcptrace,
+    /// `tcptrace serve` without the socket's namespace and cgroup or the close
+    /// details: the kernel reads of before issue 10, priced in the same run.
+    TcptraceReadsNone,
+    /// `tcptrace serve` with the namespace and cgroup but without the close details:
+    /// the kernel reads of before issue 11.
+    TcptraceReadsSocket,
     /// bpftrace counting matching events into a map: the cheapest possible peer.
     BpftraceCount,
     /// bpftrace printing every event, as tcpstates-like tools do.
@@ -28,9 +34,11 @@ pub enum Tracer {
 }
 
 impl Tracer {
-    pub const ALL: [Tracer; 4] = [
+    pub const ALL: [Tracer; 6] = [
         Tracer::None,
         Tracer::Tcptrace,
+        Tracer::TcptraceReadsNone,
+        Tracer::TcptraceReadsSocket,
         Tracer::BpftraceCount,
         Tracer::BpftracePrint,
     ];
@@ -39,6 +47,8 @@ impl Tracer {
         match self {
             Tracer::None => "no tracer (baseline)",
             Tracer::Tcptrace => "tcptrace serve",
+            Tracer::TcptraceReadsNone => "tcptrace, reads before #10",
+            Tracer::TcptraceReadsSocket => "tcptrace, reads before #11",
             Tracer::BpftraceCount => "bpftrace, count in a map",
             Tracer::BpftracePrint => "bpftrace, print each event",
         }
@@ -46,6 +56,21 @@ impl Tracer {
 
     pub fn is_bpftrace(self) -> bool {
         matches!(self, Tracer::BpftraceCount | Tracer::BpftracePrint)
+    }
+
+    /// `tcptrace serve`, whatever it reads in the kernel.
+    pub fn is_tcptrace(self) -> bool {
+        self.kernel_reads().is_some()
+    }
+
+    /// The hidden `--kernel-reads` of a tcptrace row.
+    fn kernel_reads(self) -> Option<&'static str> {
+        match self {
+            Tracer::Tcptrace => Some("all"),
+            Tracer::TcptraceReadsSocket => Some("socket"),
+            Tracer::TcptraceReadsNone => Some("none"),
+            _ => None,
+        }
     }
 }
 
@@ -132,9 +157,11 @@ pub fn start(
 ) -> anyhow::Result<Option<Running>> {
     let (child, output, http) = match tracer {
         Tracer::None => return Ok(None),
-        Tracer::Tcptrace => {
+        _ if tracer.is_tcptrace() => {
+            let reads = tracer.kernel_reads().unwrap_or("all");
             let mut child = Command::new(tcptrace)
                 .args(["serve", "--listen", "127.0.0.1:0", "-P", &port.to_string()])
+                .args(["--kernel-reads", reads])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -268,7 +295,7 @@ pub fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let status = wait_or_kill(&mut running.child, EXIT_GRACE)
         .with_context(|| format!("stopping {}", running.tracer.label()))?;
-    if !status.success() && running.tracer == Tracer::Tcptrace {
+    if !status.success() && running.tracer.is_tcptrace() {
         bail!("tcptrace exited with {status}");
     }
     if running.tracer.is_bpftrace() {
