@@ -117,8 +117,9 @@ pub struct DetectArgs {
     #[arg(long, default_value_t = 0.5, value_name = "RATIO", value_parser = parse_ratio)]
     pub port_pressure_threshold: f64,
 
-    /// How many remote endpoints, and how many network namespaces, get their own
-    /// TIME_WAIT and port-pressure series; the rest are summed under "other".
+    /// How many remote endpoints, listening addresses and network namespaces get their
+    /// own TIME_WAIT, port-pressure, accept-queue and listen-overflow series; the rest are
+    /// summed under "other".
     #[arg(long, default_value_t = 10, value_name = "K",
           value_parser = clap::value_parser!(u16).range(1..=100))]
     pub top_remotes: u16,

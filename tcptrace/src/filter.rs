@@ -77,6 +77,15 @@ impl EventFilter {
 }
 
 impl EventFilter {
+    /// The same filter for a namespace's listen overflow: the fullest listener's owner,
+    /// and LISTEN among the states.
+    pub fn matches_overflow(&self, overflow: &crate::detect::ListenOverflow) -> bool {
+        let owner = overflow.fullest.as_ref().and_then(|l| l.owner.as_ref());
+        self.pid
+            .is_none_or(|pid| owner.is_some_and(|o| o.pid == pid))
+            && (self.states.is_empty() || self.states.contains(&TcpState::Listen))
+    }
+
     /// The same filter for a whole connection (`--timelines`): its owner, and any state
     /// it went through.
     pub fn matches_connection(&self, conn: &crate::tracker::Connection) -> bool {

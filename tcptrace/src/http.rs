@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     api::{self, ConnectionQuery, Query},
-    detect::LeakReport,
+    detect::{LeakReport, ListenerReport},
     metrics::Metrics,
     state::TcpState,
     tracker::CloseKind,
@@ -33,6 +33,7 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub queries: mpsc::Sender<Query>,
     pub leaks: watch::Receiver<Arc<LeakReport>>,
+    pub listeners: watch::Receiver<Arc<ListenerReport>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -43,6 +44,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/connections/{id}", get(connection))
         .route("/api/closed", get(closed))
         .route("/api/leaks", get(leaks))
+        .route("/api/listeners", get(listeners))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -207,5 +209,22 @@ async fn leaks(
     let limit = limit(params.limit)?;
     // The watch channel's lock is held only while the kept part is copied.
     let report = state.leaks.borrow().limited(limit);
+    Ok(Json(report))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListenerParams {
+    limit: Option<usize>,
+    netns: Option<u32>,
+}
+
+/// The last reconcile's listeners, fullest accept queue first, and each namespace's
+/// listen counters.
+async fn listeners(
+    State(state): State<ApiState>,
+    UrlQuery(params): UrlQuery<ListenerParams>,
+) -> Result<Json<ListenerReport>, ApiError> {
+    let limit = limit(params.limit)?;
+    let report = state.listeners.borrow().limited(limit, params.netns);
     Ok(Json(report))
 }

@@ -4,6 +4,8 @@ use serde::Serialize;
 
 use crate::{
     clock::{human_duration, WallClock},
+    detect::{ListenOverflow, ListenerHealth},
+    diag::netstat::ListenCounters,
     event::{Comm, EventKind, TcpEvent},
     state::TcpState,
     tracker::Owner,
@@ -140,6 +142,64 @@ pub fn json_line(
     serde_json::to_string(&line).expect("plain data serializes")
 }
 
+/// A namespace's listen overflow, for people: what the counters gained since the
+/// previous reconcile and the fullest listener then.
+pub fn overflow_human_line(clock: WallClock, at_ns: u64, overflow: &ListenOverflow) -> String {
+    let i = &overflow.increase;
+    let mut line = format!(
+        "{} LISTEN OVERFLOW  netns {}: {} connection attempts dropped on a full accept queue \
+         (ListenOverflows +{}, ListenDrops +{}",
+        clock.local_time_of_day(at_ns),
+        overflow.netns,
+        i.listen_overflows,
+        i.listen_overflows,
+        i.listen_drops
+    );
+    if i.syncookies_sent > 0 {
+        line.push_str(&format!(", SyncookiesSent +{}", i.syncookies_sent));
+    }
+    line.push(')');
+    if let Some(l) = &overflow.fullest {
+        line.push_str(&format!(
+            "; fullest listener {} queue {}/{}",
+            l.local, l.accept_queue, l.accept_queue_limit
+        ));
+        if let Some(owner) = &l.owner {
+            line.push_str(&format!(" pid {} {}", owner.pid, owner.comm));
+        }
+        if let Some(container) = l.workload.as_ref().and_then(|w| w.container.as_ref()) {
+            line.push_str(&format!(" container {}", container.short_id()));
+        }
+    }
+    line
+}
+
+#[derive(Serialize)]
+struct JsonOverflow<'a> {
+    time: String,
+    ts_ns: u64,
+    event: &'static str,
+    netns: u32,
+    #[serde(flatten)]
+    increase: &'a ListenCounters,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fullest: Option<&'a ListenerHealth>,
+}
+
+/// A namespace's listen overflow as one JSON object (`"event": "listen_overflow"`),
+/// with the counters' increases and the fullest listener.
+pub fn overflow_json_line(clock: WallClock, at_ns: u64, overflow: &ListenOverflow) -> String {
+    let line = JsonOverflow {
+        time: crate::clock::rfc3339(clock.to_system_time(at_ns)),
+        ts_ns: at_ns,
+        event: "listen_overflow",
+        netns: overflow.netns,
+        increase: &overflow.increase,
+        fullest: overflow.fullest.as_ref(),
+    };
+    serde_json::to_string(&line).expect("plain data serializes")
+}
+
 #[cfg(test)]
 mod tests {
     use tcptrace_common::kind;
@@ -218,5 +278,60 @@ mod tests {
         assert_eq!(value["time_in_old_state_ns"], 5);
         assert!(value["time"].as_str().unwrap().ends_with('Z'));
         assert!(value.get("err").is_none());
+    }
+
+    #[test]
+    fn a_listen_overflow_names_the_counters_and_the_fullest_listener() {
+        use crate::detect::{LeakOwner, OwnerSource};
+        let clock = WallClock::new();
+        let mut overflow = ListenOverflow {
+            netns: 4_026_532_881,
+            increase: ListenCounters {
+                listen_overflows: 15,
+                listen_drops: 16,
+                ..ListenCounters::default()
+            },
+            fullest: Some(ListenerHealth {
+                netns: 4_026_532_881,
+                workload: None,
+                local: "127.0.0.1:5555".parse().unwrap(),
+                inode: 7,
+                accept_queue: 5,
+                accept_queue_limit: 4,
+                fill_ratio: 1.0,
+                syn_recv: 0,
+                synack_retransmits: 0,
+                owner: Some(LeakOwner {
+                    pid: 99,
+                    comm: "server".into(),
+                    cgroup: None,
+                    source: OwnerSource::Proc,
+                }),
+            }),
+        };
+        let line = overflow_human_line(clock, 5, &overflow);
+        assert!(
+            line.ends_with(
+                " LISTEN OVERFLOW  netns 4026532881: 15 connection attempts dropped on a full \
+                 accept queue (ListenOverflows +15, ListenDrops +16); fullest listener \
+                 127.0.0.1:5555 queue 5/4 pid 99 server"
+            ),
+            "{line}"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&overflow_json_line(clock, 5, &overflow)).unwrap();
+        assert_eq!(value["event"], "listen_overflow");
+        assert_eq!(value["netns"], 4_026_532_881_u32);
+        assert_eq!(value["listen_overflows"], 15);
+        assert_eq!(value["listen_drops"], 16);
+        assert_eq!(value["fullest"]["local"], "127.0.0.1:5555");
+        assert_eq!(value["fullest"]["accept_queue"], 5);
+        assert_eq!(value["fullest"]["owner"]["pid"], 99);
+        overflow.fullest = None;
+        let line = overflow_human_line(clock, 5, &overflow);
+        assert!(line.ends_with("ListenDrops +16)"), "{line}");
+        let value: serde_json::Value =
+            serde_json::from_str(&overflow_json_line(clock, 5, &overflow)).unwrap();
+        assert!(value.get("fullest").is_none());
     }
 }

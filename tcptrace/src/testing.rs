@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::{
+    diag::{netns::NamespaceDump, netstat::ListenCounters, DiagSocket},
     event::{Comm, EventKind, Task, TcpEvent},
     state::TcpState,
     tracker::{ConnId, Connection, Direction, KernelSocket, Snapshot, SocketKey, Step},
@@ -124,5 +125,75 @@ pub fn snapshot(sockets: &[KernelSocket], started_ns: u64) -> Snapshot {
         dumped: sockets.iter().map(|s| s.key.netns).chain([NETNS]).collect(),
         unreachable: Default::default(),
         started_ns,
+    }
+}
+
+/// A full socket as sock_diag reports it.
+pub fn diag_socket(state: TcpState, local: &str, remote: &str) -> DiagSocket {
+    DiagSocket {
+        state,
+        local: addr(local),
+        remote: addr(remote),
+        inode: 0,
+        uid: 0,
+        recv_queue: 0,
+        send_queue: 0,
+        request: false,
+        timewait: state == TcpState::TimeWait,
+        cgroup_id: Some(SOCK_CGROUP),
+    }
+}
+
+/// A listening socket: its accept queue's length and limit, as sock_diag reports them
+/// in the queue fields.
+pub fn diag_listener(local: &str, inode: u32, queue: u32, limit: u32) -> DiagSocket {
+    let any = if addr(local).is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    DiagSocket {
+        inode,
+        recv_queue: queue,
+        send_queue: limit,
+        ..diag_socket(TcpState::Listen, local, any)
+    }
+}
+
+/// A request mini-socket: a half-open handshake toward `local`.
+pub fn diag_request(local: &str, remote: &str) -> DiagSocket {
+    DiagSocket {
+        request: true,
+        cgroup_id: None,
+        ..diag_socket(TcpState::SynRecv, local, remote)
+    }
+}
+
+/// One namespace's dump.
+pub fn namespace_dump(
+    netns: u32,
+    sockets: Vec<DiagSocket>,
+    listen_counters: Option<ListenCounters>,
+) -> NamespaceDump {
+    NamespaceDump {
+        netns,
+        sockets,
+        port_range: None,
+        listen_counters,
+    }
+}
+
+/// A SYN-ACK retransmit toward `local` in namespace `netns`.
+pub fn synack(netns: u32, ms: u64, local: &str) -> TcpEvent {
+    TcpEvent {
+        netns,
+        ..event(
+            9,
+            ms,
+            EventKind::RetransmitSynack,
+            local,
+            "10.9.9.9:50000",
+            0,
+        )
     }
 }

@@ -6,6 +6,7 @@ use crate::{
     cli::WatchArgs,
     clock::WallClock,
     daemon::{self, Sink, Summary},
+    detect::ListenOverflow,
     event::TcpEvent,
     filter::EventFilter,
     output, timeline,
@@ -77,6 +78,20 @@ impl Sink for Printer<'_> {
             writeln!(self.out, "{line}")?;
         }
         Ok(())
+    }
+
+    /// A namespace's listeners dropped connections on a full accept queue since the
+    /// previous reconcile (its ListenOverflows counter rose). Not with `--timelines`.
+    fn listen_overflow(&mut self, at_ns: u64, overflow: &ListenOverflow) -> io::Result<()> {
+        if self.args.timelines || !self.filter.matches_overflow(overflow) {
+            return Ok(());
+        }
+        let line = if self.args.json {
+            output::overflow_json_line(self.clock, at_ns, overflow)
+        } else {
+            output::overflow_human_line(self.clock, at_ns, overflow)
+        };
+        writeln!(self.out, "{line}")
     }
 
     fn flush(&mut self) -> io::Result<()> {

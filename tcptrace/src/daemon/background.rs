@@ -82,13 +82,16 @@ impl Dump {
     }
 }
 
-/// The tracker's view of namespaces' dumps: full sockets (timewait mini-sockets are
-/// not connections) keyed by namespace, and which namespaces the dumps speak for.
+/// The tracker's view of namespaces' dumps: full sockets keyed by namespace, and which
+/// namespaces the dumps speak for. Mini-sockets are not connections: a timewait socket
+/// is what is left of one, a request socket (a listener's half-open handshake, listed
+/// as SYN_RECV) is not one yet; the full socket appears, with its LISTEN→SYN_RECV
+/// event, when the handshake completes. Listener health counts request sockets.
 pub fn snapshot_of(dumps: &[NamespaceDump], unreachable: &[u32], started_ns: u64) -> Snapshot {
     let sockets = dumps
         .iter()
         .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
-        .filter(|(_, s)| !s.timewait)
+        .filter(|(_, s)| s.is_full())
         .map(|(netns, s)| KernelSocket {
             key: s.key(netns),
             state: s.state,

@@ -3,6 +3,7 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
+    net::SocketAddr,
     sync::Arc,
     time::Instant,
 };
@@ -19,6 +20,10 @@ use crate::{
     config::TraceConfig,
     detect::{
         close_wait::{self, StuckCloseWait},
+        listeners::{
+            self, ListenCounterHistory, ListenerLevel, ListenerReport, NamespaceListens,
+            SynackCounts,
+        },
         DetectConfig, LeakReport, TimeWaitReport,
     },
     diag::{
@@ -29,7 +34,7 @@ use crate::{
     filter::CgroupFilter,
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
-    tracker::{ConnId, Tracker},
+    tracker::{ConnId, Owner, Tracker},
 };
 
 /// Finished timelines kept for pairing, late marks and `/api/connections/{id}`.
@@ -56,6 +61,13 @@ pub struct Engine {
     stuck: Vec<StuckCloseWait>,
     time_wait: TimeWaitReport,
     leaks: watch::Sender<Arc<LeakReport>>,
+    /// The last pass's listening sockets, fullest first, and namespaces' listen counters.
+    listener_levels: Vec<ListenerLevel>,
+    listen_namespaces: Vec<NamespaceListens>,
+    listen_history: ListenCounterHistory,
+    /// SYN-ACK retransmits from the events, by the address connected to.
+    synacks: SynackCounts,
+    listeners: watch::Sender<Arc<ListenerReport>>,
     finished: Vec<ConnId>,
     lost_warned: (u64, Option<Instant>),
     warned_namespaces: HashSet<u32>,
@@ -68,6 +80,7 @@ impl Engine {
         config: &TraceConfig,
         metrics: Arc<Metrics>,
         leaks: watch::Sender<Arc<LeakReport>>,
+        listeners: watch::Sender<Arc<ListenerReport>>,
     ) -> Self {
         let workloads = CgroupResolver::from_host(WORKLOAD_CACHE);
         if workloads.is_none() {
@@ -84,6 +97,11 @@ impl Engine {
             stuck: Vec::new(),
             time_wait: TimeWaitReport::default(),
             leaks,
+            listener_levels: Vec::new(),
+            listen_namespaces: Vec::new(),
+            listen_history: ListenCounterHistory::default(),
+            synacks: SynackCounts::default(),
+            listeners,
             finished: Vec::new(),
             lost_warned: (0, None),
             warned_namespaces: HashSet::new(),
@@ -112,6 +130,7 @@ impl Engine {
             }
             let applied = self.tracker.apply(event);
             self.recorder.record(event, &applied);
+            self.synacks.record(event);
             if applied.finished {
                 self.finished.extend(applied.conn);
             }
@@ -155,8 +174,14 @@ impl Engine {
         );
     }
 
-    /// A periodic dump: heal the table, then the same as after the seed.
-    pub fn reconciled(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
+    /// A periodic dump: heal the table, then the same as after the seed; then tell the
+    /// sink about listeners that overflowed since the previous pass.
+    pub fn reconciled(
+        &mut self,
+        mut dump: Dump,
+        done: &mpsc::Sender<Done>,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
         self.scope(&mut dump);
         let report = self.tracker.reconcile(&dump.snapshot(), monotonic_now_ns());
         if report.closed_with_namespace > 0 {
@@ -168,6 +193,12 @@ impl Engine {
         self.warn_failed(&dump);
         log::debug!("reconcile: {report:?} in {:?}", dump.took);
         self.detect(&dump, done);
+        let now = monotonic_now_ns();
+        let overflows = self.listeners.borrow().overflows();
+        for overflow in &overflows {
+            sink.listen_overflow(now, overflow)?;
+        }
+        Ok(())
     }
 
     /// Namespaces that exist and could not be dumped: counted every pass, reported once
@@ -205,9 +236,26 @@ impl Engine {
             self.detect.top_remotes,
             self.detect.port_pressure_threshold,
         );
-        let misses = self
-            .owners
-            .retain_and_misses(&close_wait::inodes(&self.stuck));
+        self.listener_levels = listeners::find_listeners(&dump.namespaces, &self.synacks);
+        let unreadable: Vec<u32> = dump
+            .failed
+            .iter()
+            .filter(|(_, e)| !e.namespace_gone())
+            .map(|(netns, _)| *netns)
+            .collect();
+        let (namespaces, gone) = self.listen_history.update(&dump.namespaces, &unreadable);
+        self.synacks
+            .forget(&dump.namespaces, dump.started_ns, &gone);
+        // Once per pass: counters take each increase exactly once.
+        self.recorder.record_listen_counters(&namespaces, &gone);
+        self.listen_namespaces = namespaces;
+        self.recorder.record_listeners(&listeners::series(
+            &self.listener_levels,
+            self.detect.top_remotes,
+        ));
+        let mut wanted = close_wait::inodes(&self.stuck);
+        wanted.extend(listeners::inodes(&self.listener_levels));
+        let misses = self.owners.retain_and_misses(&wanted);
         if !misses.is_empty() {
             background::spawn_owner_scan(misses, done.clone());
         }
@@ -232,6 +280,23 @@ impl Engine {
         );
         self.recorder.record_leaks(&report);
         self.leaks.send_replace(Arc::new(report));
+        // Who called listen() on each address, as the events saw it.
+        let listened: HashMap<(u32, SocketAddr), Owner> = self
+            .tracker
+            .listeners()
+            .filter_map(|l| Some(((l.netns, l.local), l.owner?)))
+            .collect();
+        let workloads = &mut self.workloads;
+        let listeners = ListenerReport::new(
+            &self.listener_levels,
+            &self.listen_namespaces,
+            &self.owners,
+            &listened,
+            &mut |id| workloads.as_mut()?.resolve(id),
+            self.clock,
+            now_ns,
+        );
+        self.listeners.send_replace(Arc::new(listeners));
     }
 
     /// Once a second: levels and counters into the metrics; a warning when the kernel

@@ -27,6 +27,7 @@ use tokio::{
 use self::engine::Engine;
 use crate::{
     config::TraceConfig,
+    detect::ListenOverflow,
     diag::cgroup::CgroupResolver,
     event::TcpEvent,
     http,
@@ -56,6 +57,11 @@ pub trait Sink {
     }
     /// SIGUSR1: the live table.
     fn live(&mut self, _tracker: &Tracker) -> io::Result<()> {
+        Ok(())
+    }
+    /// At a reconcile (CLOCK_MONOTONIC `at_ns`): a namespace whose listeners dropped
+    /// connection attempts on a full accept queue since the previous one.
+    fn listen_overflow(&mut self, _at_ns: u64, _overflow: &ListenOverflow) -> io::Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -153,7 +159,8 @@ pub async fn run(
         signal(SignalKind::user_defined1()).context("installing a SIGUSR1 handler")?;
 
     let (leaks_tx, leaks_rx) = watch::channel(Arc::default());
-    let mut engine = Engine::new(config, Arc::clone(&metrics), leaks_tx);
+    let (listeners_tx, listeners_rx) = watch::channel(Arc::default());
+    let mut engine = Engine::new(config, Arc::clone(&metrics), leaks_tx, listeners_tx);
     // After attaching, so that nothing falls between the dump and the first event.
     // Dumps and owner scans report back here.
     let (done_tx, mut done) = mpsc::channel(4);
@@ -175,6 +182,7 @@ pub async fn run(
             metrics: Arc::clone(&metrics),
             queries: queries_tx.clone(),
             leaks: leaks_rx,
+            listeners: listeners_rx,
         });
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -226,7 +234,11 @@ pub async fn run(
             () = &mut settle, if settled_dump.is_some() => {
                 dump_running = false;
                 if let Some(dump) = settled_dump.take() {
-                    engine.reconciled(dump, &done_tx);
+                    match engine.reconciled(dump, &done_tx, sink).and_then(|()| sink.flush()) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break Ok(()),
+                        Err(e) => break Err(e.into()),
+                    }
                 }
             }
             _ = tick.tick() => match probe.kernel_counters() {

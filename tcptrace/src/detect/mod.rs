@@ -1,7 +1,9 @@
-//! Detectors: stuck CLOSE_WAIT (a socket leak) and TIME_WAIT buildup. They run after
-//! each sock_diag reconcile, on the tracker's table and that dump; pure code.
+//! Detectors: stuck CLOSE_WAIT (a socket leak), TIME_WAIT buildup and listener health
+//! (full accept queues, dropped connection attempts). They run after each sock_diag
+//! reconcile, on the tracker's table and that dump; pure code.
 
 pub mod close_wait;
+pub mod listeners;
 #[cfg(test)]
 mod tests;
 pub mod time_wait;
@@ -12,9 +14,9 @@ use serde::Serialize;
 
 pub use self::{
     close_wait::{CloseWaitLeak, LeakOwner, OwnerSource, StuckCloseWait},
+    listeners::{ListenOverflow, ListenerHealth, ListenerReport, NamespaceListens},
     time_wait::{PortPressure, PortRange, RemoteTimeWait, TimeWaitReport},
 };
-
 use crate::{
     clock::{rfc3339, WallClock},
     diag::{cgroup::Resolve, owners::OwnerCache},

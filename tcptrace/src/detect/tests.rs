@@ -33,6 +33,8 @@ fn socket(state: TcpState, local: &str, remote: &str, inode: u32, recv_queue: u3
         inode,
         uid: 0,
         recv_queue,
+        send_queue: 0,
+        request: false,
         timewait: state == TimeWait,
         cgroup_id: None,
     }
@@ -44,6 +46,7 @@ fn in_netns(sockets: &[DiagSocket]) -> Vec<NamespaceDump> {
         netns: NETNS,
         sockets: sockets.to_vec(),
         port_range: None,
+        listen_counters: None,
     }]
 }
 
@@ -352,11 +355,13 @@ fn time_wait_is_counted_per_namespace_with_each_namespaces_own_port_range() {
             netns: NETNS,
             sockets: host,
             port_range: None,
+            listen_counters: None,
         },
         NamespaceDump {
             netns: NETNS + 1,
             sockets: pod,
             port_range: Some(pod_range),
+            listen_counters: None,
         },
     ];
     let report = TimeWaitReport::new(&dumps, Some(NETNS + 1), 10, 0.5);
@@ -412,10 +417,362 @@ fn a_leak_is_joined_with_its_own_namespaces_dump_only() {
         netns: NETNS + 1,
         sockets: vec![socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 6, 0)],
         port_range: None,
+        listen_counters: None,
     });
     let stuck = find_stuck([&tracked].into_iter(), &both, 100 * SECOND, SECOND);
     assert_eq!(
         stuck.iter().map(|s| (s.netns, s.inode)).collect::<Vec<_>>(),
         [(NETNS + 1, 6)]
     );
+}
+
+mod listener_health {
+    use std::collections::HashMap;
+
+    use super::{addr, owner, SECOND};
+    use crate::{
+        detect::{listeners::*, LeakOwner, OwnerSource},
+        diag::{
+            netstat::ListenCounters,
+            owners::{OwnerCache, ProcessOwner},
+        },
+        state::TcpState::*,
+        testing::*,
+    };
+
+    /// Namespace NETNS: a full loopback listener, a wildcard one on the same port, a
+    /// dual-stack one; namespace NETNS + 1: two SO_REUSEPORT sockets on one address.
+    fn dumps() -> Vec<crate::diag::netns::NamespaceDump> {
+        vec![
+            namespace_dump(
+                NETNS,
+                vec![
+                    diag_listener("0.0.0.0:80", 10, 3, 128),
+                    diag_listener("127.0.0.1:80", 11, 2, 1),
+                    diag_listener("[::]:443", 12, 0, 4),
+                    // Toward 127.0.0.1:80: its own listener, not the wildcard one.
+                    diag_request("127.0.0.1:80", "127.0.0.1:50000"),
+                    diag_request("127.0.0.1:80", "127.0.0.1:50001"),
+                    diag_request("10.0.0.1:80", "10.0.0.9:50000"),
+                    // IPv4 to a dual-stack listener, and IPv6.
+                    diag_request("10.0.0.1:443", "10.0.0.9:50001"),
+                    diag_request("[::1]:443", "[::1]:50002"),
+                    // No listener on the port.
+                    diag_request("10.0.0.1:8080", "10.0.0.9:50003"),
+                    // Neither listeners nor requests.
+                    diag_socket(Established, "127.0.0.1:80", "127.0.0.1:50009"),
+                    diag_socket(TimeWait, "127.0.0.1:80", "127.0.0.1:50008"),
+                ],
+                None,
+            ),
+            namespace_dump(
+                NETNS + 1,
+                vec![
+                    diag_listener("127.0.0.1:9000", 20, 1, 9),
+                    diag_listener("127.0.0.1:9000", 21, 9, 9),
+                    diag_request("127.0.0.1:9000", "127.0.0.1:40000"),
+                ],
+                None,
+            ),
+        ]
+    }
+
+    fn synacks() -> SynackCounts {
+        let mut counts = SynackCounts::default();
+        for e in [
+            synack(NETNS, 1, "10.0.0.1:80"),
+            synack(NETNS, 2, "10.0.0.1:80"),
+            synack(NETNS, 3, "127.0.0.1:80"),
+            synack(NETNS, 4, "[::ffff:10.0.0.1]:443"),
+            synack(NETNS + 1, 5, "127.0.0.1:9000"),
+            // Not a SYN-ACK retransmit.
+            client(1, 6, Close, SynSent),
+        ] {
+            counts.record(&e);
+        }
+        counts
+    }
+
+    fn summary(levels: &[ListenerLevel]) -> Vec<(u32, String, u32, u32, u32, u64, u64)> {
+        levels
+            .iter()
+            .map(|l| {
+                (
+                    l.netns - NETNS,
+                    l.local.to_string(),
+                    l.inode,
+                    l.accept_queue,
+                    l.accept_queue_limit,
+                    l.syn_recv,
+                    l.synack_retransmits,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_listener_gets_its_queue_and_the_handshakes_toward_its_address() {
+        let levels = find_listeners(&dumps(), &synacks());
+        // Fullest first: 2/(1+1), then 9/(9+1), 3/129, 1/10, 0/5.
+        assert_eq!(
+            summary(&levels),
+            [
+                (0, "127.0.0.1:80".into(), 11, 2, 1, 2, 1),
+                (1, "127.0.0.1:9000".into(), 21, 9, 9, 1, 1),
+                (1, "127.0.0.1:9000".into(), 20, 1, 9, 1, 1),
+                (0, "0.0.0.0:80".into(), 10, 3, 128, 1, 2),
+                (0, "[::]:443".into(), 12, 0, 4, 2, 1),
+            ]
+        );
+        assert_eq!(levels[0].fill_ratio(), 1.0);
+        assert_eq!(levels[1].fill_ratio(), 0.9);
+        assert_eq!(fill_ratio(0, 0), 0.0);
+        assert_eq!(fill_ratio(1, 0), 1.0, "listen(fd, 0) holds one");
+    }
+
+    #[test]
+    fn metric_series_keep_the_fullest_addresses_and_sum_the_rest() {
+        let levels = find_listeners(&dumps(), &synacks());
+        let series = series(&levels, 2);
+        assert_eq!(series.len(), 3);
+        assert_eq!(series[0].listen, Some((NETNS, addr("127.0.0.1:80"))));
+        // The two SO_REUSEPORT sockets: queues summed, the fullest's fill, the
+        // address's handshakes once.
+        assert_eq!(
+            series[1],
+            ListenerSeries {
+                listen: Some((NETNS + 1, addr("127.0.0.1:9000"))),
+                accept_queue: 10,
+                accept_queue_limit: 18,
+                fill_ratio: 0.9,
+                syn_recv: 1,
+            }
+        );
+        assert_eq!(
+            series[2],
+            ListenerSeries {
+                listen: None,
+                accept_queue: 3,
+                accept_queue_limit: 132,
+                fill_ratio: 3.0 / 129.0,
+                syn_recv: 3,
+            }
+        );
+        assert_eq!(
+            super::super::listeners::series(&levels, 10).len(),
+            4,
+            "no other"
+        );
+    }
+
+    #[test]
+    fn synack_counts_forget_addresses_without_a_listener_and_gone_namespaces() {
+        let mut counts = synacks();
+        counts.record(&synack(NETNS, 7, "10.0.0.2:7777"));
+        let mut dumps = dumps();
+        counts.forget(&dumps, 5 * MS, &[]);
+        // 10.0.0.2:7777 has no listener, but its retransmit is newer than the pass.
+        dumps[0]
+            .sockets
+            .push(diag_listener("10.0.0.2:7777", 30, 0, 1));
+        let levels = find_listeners(&dumps, &counts);
+        let find = |local: &str| levels.iter().find(|l| l.local == addr(local)).unwrap();
+        assert_eq!(find("10.0.0.2:7777").synack_retransmits, 1);
+        dumps[0].sockets.pop();
+        counts.forget(&dumps, 10 * MS, &[NETNS + 1]);
+        let levels = find_listeners(&dumps, &counts);
+        let find = |local: &str| levels.iter().find(|l| l.local == addr(local)).unwrap();
+        assert_eq!(find("0.0.0.0:80").synack_retransmits, 2);
+        assert_eq!(
+            find("127.0.0.1:9000").synack_retransmits,
+            0,
+            "namespace gone"
+        );
+        dumps[0]
+            .sockets
+            .push(diag_listener("10.0.0.2:7777", 30, 0, 1));
+        let levels = find_listeners(&dumps, &counts);
+        let find = |local: &str| levels.iter().find(|l| l.local == addr(local)).unwrap();
+        assert_eq!(find("10.0.0.2:7777").synack_retransmits, 0, "forgotten");
+    }
+
+    #[test]
+    fn synack_counts_are_bounded() {
+        let mut counts = SynackCounts::default();
+        for i in 0..MAX_SYNACK_ADDRESSES as u32 + 10 {
+            let local = std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80));
+            counts.record(&synack(NETNS, 1, &local.to_string()));
+        }
+        let dumps = [namespace_dump(
+            NETNS,
+            vec![diag_listener("0.0.0.0:80", 1, 0, 1)],
+            None,
+        )];
+        let levels = find_listeners(&dumps, &counts);
+        assert_eq!(levels[0].synack_retransmits, MAX_SYNACK_ADDRESSES as u64);
+    }
+
+    fn counters(overflows: u64, drops: u64) -> Option<ListenCounters> {
+        Some(ListenCounters {
+            listen_overflows: overflows,
+            listen_drops: drops,
+            ..ListenCounters::default()
+        })
+    }
+
+    #[test]
+    fn namespace_counters_start_at_a_baseline_and_report_increases() {
+        let mut history = ListenCounterHistory::default();
+        let listener = || vec![diag_listener("0.0.0.0:80", 1, 0, 1)];
+        let pass = |a: Option<ListenCounters>, b: Option<ListenCounters>| {
+            vec![
+                namespace_dump(NETNS, listener(), a),
+                namespace_dump(NETNS + 1, vec![], b),
+            ]
+        };
+        let (first, gone) = history.update(&pass(counters(100, 120), counters(0, 0)), &[]);
+        assert!(gone.is_empty());
+        assert_eq!(first[0].listeners, 1);
+        assert_eq!(first[1].listeners, 0);
+        assert_eq!(first[0].total, counters(100, 120).unwrap());
+        assert!(first.iter().all(|n| n.increase.is_none()), "baselines");
+
+        let (second, _) = history.update(&pass(counters(115, 135), counters(0, 1)), &[]);
+        assert_eq!(second[0].increase, counters(15, 15));
+        assert_eq!(second[1].increase, counters(0, 1));
+
+        // NETNS + 1 unreadable this pass: kept; then readable again, the increase spans
+        // both passes.
+        let (third, gone) = history.update(&pass(counters(115, 135), None), &[]);
+        assert!(gone.is_empty());
+        assert_eq!(third.len(), 1);
+        let (fourth, _) = history.update(&pass(counters(115, 135), counters(0, 4)), &[]);
+        assert_eq!(fourth[1].increase, counters(0, 3));
+
+        // NETNS + 1 could not be dumped (it exists): kept. Then gone: forgotten.
+        let only_first = || vec![namespace_dump(NETNS, listener(), counters(115, 135))];
+        let (_, gone) = history.update(&only_first(), &[NETNS + 1]);
+        assert!(gone.is_empty());
+        let (_, gone) = history.update(&only_first(), &[]);
+        assert_eq!(gone, [NETNS + 1]);
+        // Its inode number reused by a new namespace: a new baseline.
+        let (again, _) = history.update(&pass(counters(115, 135), counters(7, 7)), &[]);
+        assert_eq!(again[1].increase, None);
+        // Counters that went down: another namespace under the same number.
+        let (reset, _) = history.update(&pass(counters(2, 2), counters(7, 7)), &[]);
+        assert_eq!(reset[0].increase, None);
+    }
+
+    #[test]
+    fn the_report_names_owners_and_workloads_and_the_overflowing_namespaces() {
+        let levels = find_listeners(&dumps(), &synacks());
+        let mut owners = OwnerCache::default();
+        let looked_up = [11, 21].into_iter().collect();
+        owners.insert(
+            &looked_up,
+            [(
+                11,
+                ProcessOwner {
+                    pid: 42,
+                    comm: "nginx".into(),
+                    cgroup: Some("/system.slice/nginx.service".into()),
+                },
+            )]
+            .into(),
+        );
+        // 21 has no process (looked up, not found); the events saw 77 listen.
+        let listened: HashMap<_, _> = [((NETNS + 1, addr("127.0.0.1:9000")), owner(77, "java"))]
+            .into_iter()
+            .collect();
+        let namespaces = vec![
+            NamespaceListens {
+                netns: NETNS,
+                listeners: 3,
+                total: counters(9, 9).unwrap(),
+                increase: counters(0, 0),
+            },
+            NamespaceListens {
+                netns: NETNS + 1,
+                listeners: 2,
+                total: counters(40, 41).unwrap(),
+                increase: counters(6, 7),
+            },
+            NamespaceListens {
+                netns: NETNS + 2,
+                listeners: 0,
+                total: counters(50, 50).unwrap(),
+                increase: counters(50, 50),
+            },
+        ];
+        let report = ListenerReport::new(
+            &levels,
+            &namespaces,
+            &owners,
+            &listened,
+            &mut |_| None,
+            crate::clock::WallClock::new(),
+            SECOND,
+        );
+        assert_eq!((report.total, report.truncated), (5, false));
+        let first = &report.listeners[0];
+        assert_eq!(
+            first.owner,
+            Some(LeakOwner {
+                pid: 42,
+                comm: "nginx".into(),
+                cgroup: Some("/system.slice/nginx.service".into()),
+                source: OwnerSource::Proc,
+            })
+        );
+        assert_eq!(
+            first.workload.as_ref().unwrap().cgroup,
+            "/system.slice/nginx.service",
+            "from the owner's cgroup when the socket's cannot be resolved"
+        );
+        assert_eq!(report.listeners[1].owner.as_ref().unwrap().pid, 77);
+        assert_eq!(
+            report.listeners[1].owner.as_ref().unwrap().source,
+            OwnerSource::Events
+        );
+        assert_eq!(report.listeners[3].owner, None);
+        // Most overflows since the previous pass first.
+        assert_eq!(
+            report
+                .namespaces
+                .iter()
+                .map(|n| n.netns - NETNS)
+                .collect::<Vec<_>>(),
+            [2, 1, 0]
+        );
+        // Only NETNS + 1: NETNS + 2 has no listener the filters keep.
+        let overflows = report.overflows();
+        assert_eq!(overflows.len(), 1);
+        assert_eq!(overflows[0].netns, NETNS + 1);
+        assert_eq!(overflows[0].increase, counters(6, 7).unwrap());
+        let fullest = overflows[0].fullest.as_ref().unwrap();
+        assert_eq!((fullest.inode, fullest.accept_queue), (21, 9));
+
+        let value = serde_json::to_value(&report).unwrap();
+        assert_eq!(value["listeners"][0]["local"], "127.0.0.1:80");
+        assert_eq!(value["listeners"][0]["accept_queue_limit"], 1);
+        assert_eq!(value["listeners"][0]["fill_ratio"], 1.0);
+        assert_eq!(
+            value["listeners"][0]["cgroup"],
+            "/system.slice/nginx.service"
+        );
+        assert_eq!(value["namespaces"][1]["increase"]["listen_overflows"], 6);
+
+        // /api/listeners?limit=2, and ?netns=.
+        let two = report.limited(2, None);
+        assert_eq!(
+            (two.total, two.truncated, two.listeners.len()),
+            (5, true, 2)
+        );
+        assert_eq!(two.namespaces.len(), 2);
+        let one_ns = report.limited(10, Some(NETNS + 1));
+        assert_eq!((one_ns.total, one_ns.truncated), (2, false));
+        assert!(one_ns.listeners.iter().all(|l| l.netns == NETNS + 1));
+        assert_eq!(one_ns.namespaces.len(), 1);
+        assert_eq!(report.limited(10, None), report);
+    }
 }

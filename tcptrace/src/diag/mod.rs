@@ -11,6 +11,7 @@
 pub mod cgroup;
 mod dump;
 pub mod netns;
+pub mod netstat;
 pub mod owners;
 
 use std::net::SocketAddr;
@@ -31,8 +32,21 @@ pub struct DiagSocket {
     /// `socket:[inode]` name its owner.
     pub inode: u32,
     pub uid: u32,
-    /// Unread bytes (for a listener: the accept queue length).
+    /// Unread bytes; for a listener, the accept queue's length (`sk_ack_backlog`:
+    /// connections that finished their handshake and wait for accept()). `ss` shows it
+    /// as Recv-Q.
     pub recv_queue: u32,
+    /// Unacknowledged bytes; for a listener, the accept queue's limit
+    /// (`sk_max_ack_backlog`: the listen() backlog, capped by net.core.somaxconn). `ss`
+    /// shows it as Send-Q. Both from `tcp_diag_get_info()` (net/ipv4/tcp_diag.c).
+    pub send_queue: u32,
+    /// A request mini-socket (`TCP_NEW_SYN_RECV`): a half-open connection a listener
+    /// holds between its SYN-ACK and the client's ACK, before any full socket exists.
+    /// sock_diag lists them with the SYN_RECV flag and reports them as SYN_RECV
+    /// (`inet_req_diag_fill()`, net/ipv4/inet_diag.c), without the attributes every
+    /// full socket carries: no `INET_DIAG_SHUTDOWN`, no cgroup, inode 0. Not a
+    /// connection: the full socket appears only once the handshake completes.
+    pub request: bool,
     /// A timewait mini-socket (TIME_WAIT, or the FIN_WAIT2 substate of an orphan),
     /// not a full socket: its full socket already went →CLOSE.
     pub timewait: bool,
@@ -60,6 +74,8 @@ impl DiagSocket {
             inode: header.inode,
             uid: header.uid,
             recv_queue: header.recv_queue,
+            send_queue: header.send_queue,
+            request: false,
             timewait: header.timer == Some(Timer::TimeWait),
             cgroup_id: None,
         })
@@ -68,6 +84,13 @@ impl DiagSocket {
     /// Converts a whole response: the header and the attributes used here.
     pub fn from_response(response: &InetResponse) -> Option<DiagSocket> {
         let mut socket = Self::from_header(&response.header)?;
+        // `inet_diag_msg_attrs_fill()` gives every full socket its shutdown state; the
+        // request and timewait fillers add no such attribute.
+        let full = response
+            .nlas
+            .iter()
+            .any(|nla| matches!(nla, Nla::Shutdown(_)));
+        socket.request = socket.state == TcpState::SynRecv && !full;
         socket.cgroup_id = response.nlas.iter().find_map(|nla| match nla {
             Nla::Other(attr) if attr.kind() == INET_DIAG_CGROUP_ID && attr.value_len() == 8 => {
                 let mut value = [0u8; 8];
@@ -82,6 +105,11 @@ impl DiagSocket {
     /// Its 4-tuple as (local, remote).
     pub fn tuple(&self) -> (SocketAddr, SocketAddr) {
         (self.local, self.remote)
+    }
+
+    /// A full socket: neither a timewait nor a request mini-socket.
+    pub fn is_full(&self) -> bool {
+        !self.timewait && !self.request
     }
 
     /// Where it is, given the namespace whose dump listed it.
@@ -114,7 +142,7 @@ mod tests {
             timer,
             socket_id: id,
             recv_queue: 12,
-            send_queue: 0,
+            send_queue: 3,
             uid: 1000,
             inode: 4242,
         }
@@ -127,10 +155,41 @@ mod tests {
         assert_eq!(socket.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(socket.remote, "127.0.0.2:50000".parse().unwrap());
         assert_eq!(
-            (socket.inode, socket.uid, socket.recv_queue),
-            (4242, 1000, 12)
+            (
+                socket.inode,
+                socket.uid,
+                socket.recv_queue,
+                socket.send_queue
+            ),
+            (4242, 1000, 12, 3)
         );
         assert!(!socket.timewait);
+        assert!(socket.is_full());
+    }
+
+    fn response(state: u8, timer: Option<Timer>, nlas: Vec<Nla>) -> InetResponse {
+        InetResponse {
+            header: header(state, timer),
+            nlas: nlas.into(),
+        }
+    }
+
+    #[test]
+    fn tells_request_mini_sockets_from_full_syn_recv_sockets() {
+        let retransmit = || Some(Timer::Retransmit(std::time::Duration::from_millis(700), 1));
+        // What inet_req_diag_fill() sends: SYN_RECV, the retransmit timer, no attributes
+        // (INET_DIAG_MARK only for CAP_NET_ADMIN).
+        let request =
+            DiagSocket::from_response(&response(3, retransmit(), vec![Nla::Mark(0)])).unwrap();
+        assert_eq!(request.state, TcpState::SynRecv);
+        assert!(request.request && !request.timewait && !request.is_full());
+        // A full socket in SYN_RECV (a Fast Open child) carries its shutdown state.
+        let full =
+            DiagSocket::from_response(&response(3, retransmit(), vec![Nla::Shutdown(0)])).unwrap();
+        assert!(!full.request && full.is_full());
+        // Only SYN_RECV can be a request socket.
+        let listener = DiagSocket::from_response(&response(10, None, vec![])).unwrap();
+        assert!(!listener.request);
     }
 
     #[test]

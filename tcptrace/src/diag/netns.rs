@@ -4,7 +4,8 @@
 //! was created in (DESIGN.md §7). So a dedicated thread enters each namespace with
 //! `setns(2)`, creates a netlink socket there (it keeps that namespace: `netlink_create()`
 //! takes it from the creating task, net/netlink/af_netlink.c), reads the namespace's
-//! `ip_local_port_range`, returns to its own namespace, and only then dumps.
+//! `ip_local_port_range` and listen counters ([`super::netstat`]), returns to its own
+//! namespace, and only then dumps.
 //!
 //! Namespaces are found the way `lsns -t net` finds them: through the processes that
 //! hold them (`/proc/<pid>/ns/net`) and the names bound under `/run/netns` (`ip netns`).
@@ -21,7 +22,11 @@ use std::{
 
 use netlink_sys::Socket;
 
-use super::{dump_tcp_on, open_socket, DiagError, DiagSocket};
+use super::{
+    dump_tcp_on,
+    netstat::{ListenCounters, THREAD_NETSTAT},
+    open_socket, DiagError, DiagSocket,
+};
 use crate::{detect::time_wait::PortRange, state::TcpState};
 
 /// Where processes are listed.
@@ -264,6 +269,9 @@ pub struct NamespaceDump {
     pub sockets: Vec<DiagSocket>,
     /// The namespace's own `net.ipv4.ip_local_port_range`; `None` when unreadable.
     pub port_range: Option<PortRange>,
+    /// The namespace's listen counters (its `netstat` file, read from inside it);
+    /// `None` when unreadable.
+    pub listen_counters: Option<ListenCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -336,11 +344,12 @@ fn dump_each(
             socket_inside(ns, &home.0)
         };
         match visit {
-            Ok((socket, port_range)) => match dump_tcp_on(&socket, states) {
+            Ok(inside) => match dump_tcp_on(&inside.socket, states) {
                 Ok(sockets) => out.dumps.push(NamespaceDump {
                     netns: ns.inum,
                     sockets,
-                    port_range,
+                    port_range: inside.port_range,
+                    listen_counters: inside.listen_counters,
                 }),
                 Err(e) => out.failed.push((ns.inum, e)),
             },
@@ -358,14 +367,26 @@ fn dump_each(
     out
 }
 
-/// A netlink socket and the port range of the thread's current namespace.
-fn socket_here() -> Result<(Socket, Option<PortRange>), DiagError> {
-    let socket = open_socket()?;
-    Ok((socket, PortRange::read(Path::new(PORT_RANGE_SYSCTL))))
+/// What the dump thread takes from a namespace while inside it.
+struct Inside {
+    socket: Socket,
+    port_range: Option<PortRange>,
+    listen_counters: Option<ListenCounters>,
 }
 
-/// Enters `ns`, makes its socket and reads its port range there, and returns `home`.
-fn socket_inside(ns: &Namespace, home: &File) -> Result<(Socket, Option<PortRange>), Visit> {
+/// A netlink socket, the port range and the listen counters of the thread's current
+/// namespace.
+fn socket_here() -> Result<Inside, DiagError> {
+    Ok(Inside {
+        socket: open_socket()?,
+        port_range: PortRange::read(Path::new(PORT_RANGE_SYSCTL)),
+        listen_counters: ListenCounters::read(Path::new(THREAD_NETSTAT)),
+    })
+}
+
+/// Enters `ns`, makes its socket and reads its port range and counters there, and
+/// returns `home`.
+fn socket_inside(ns: &Namespace, home: &File) -> Result<Inside, Visit> {
     let enter_error = |source| {
         Visit::Failed(DiagError::Enter {
             inum: ns.inum,

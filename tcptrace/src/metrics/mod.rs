@@ -2,9 +2,10 @@
 //!
 //! Names are `tcptrace_<what>_<unit>`, counters end in `_total`, durations are in
 //! seconds. Every label takes values from a closed set (states, kinds, directions),
-//! except three that name endpoints or processes, and those are capped: remote
-//! endpoints to the top K plus `other`, processes to the [`MAX_LEAK_PROCESSES`] with the
-//! most leaked sockets plus `other`. No label names a connection.
+//! except those that name endpoints, namespaces or processes, and those are capped:
+//! remote endpoints, listening addresses and namespaces to the top K plus `other`,
+//! processes to the [`MAX_LEAK_PROCESSES`] with the most leaked sockets plus `other`.
+//! No label names a connection.
 
 mod recorder;
 mod series;
@@ -73,6 +74,15 @@ pub struct Metrics {
     pub port_pressure: GaugeVec,
     pub port_pressure_max: Gauge,
     pub port_range_size: IntGauge,
+    pub listener_accept_queue: IntGaugeVec,
+    pub listener_accept_queue_limit: IntGaugeVec,
+    pub listener_accept_queue_fill: GaugeVec,
+    pub listener_syn_recv: IntGaugeVec,
+    pub listen_overflows: IntCounterVec,
+    pub listen_drops: IntCounterVec,
+    pub syncookies_sent: IntCounterVec,
+    pub syncookies_recv: IntCounterVec,
+    pub syncookies_failed: IntCounterVec,
 
     // tcptrace's own health.
     pub events: IntCounterVec,
@@ -215,6 +225,42 @@ impl Metrics {
                 "tcptrace_ephemeral_ports",
                 "Ports in net.ipv4.ip_local_port_range of tcptrace's own network namespace.",
             )))?,
+            listener_accept_queue: register(&r, IntGaugeVec::new(
+                opts("tcptrace_listener_accept_queue", "Connections that finished their handshake and wait for accept() (ss -lnt's Recv-Q), per listening address: the --top-remotes fullest, the rest summed under listen=\"other\"; sockets sharing an address (SO_REUSEPORT) summed."),
+                &["netns", "listen"],
+            ))?,
+            listener_accept_queue_limit: register(&r, IntGaugeVec::new(
+                opts("tcptrace_listener_accept_queue_limit", "The accept queue's limit, the listen() backlog capped by net.core.somaxconn (ss -lnt's Send-Q), for the same series as tcptrace_listener_accept_queue."),
+                &["netns", "listen"],
+            ))?,
+            listener_accept_queue_fill: register(&r, GaugeVec::new(
+                opts("tcptrace_listener_accept_queue_fill_ratio", "Accept queue length / (limit + 1): at 1 the queue is full and the kernel drops new connection attempts (it queues one more than the backlog). The fullest socket of the address; for listen=\"other\", the fullest of the rest."),
+                &["netns", "listen"],
+            ))?,
+            listener_syn_recv: register(&r, IntGaugeVec::new(
+                opts("tcptrace_listener_syn_recv", "Half-open connections (request sockets in SYN_RECV: SYN-ACK sent, the client's ACK not yet in) toward a listening address."),
+                &["netns", "listen"],
+            ))?,
+            listen_overflows: register(&r, IntCounterVec::new(
+                opts("tcptrace_listen_overflows_total", "Connection attempts (SYNs, or handshakes' last ACKs) dropped because a listener's accept queue was full: the namespace's TcpExt ListenOverflows, counted from when tcptrace first read it. The first --top-remotes namespaces with a listener get their own series, the rest netns=\"other\"."),
+                &["netns"],
+            ))?,
+            listen_drops: register(&r, IntCounterVec::new(
+                opts("tcptrace_listen_drops_total", "Connection attempts a listener dropped for any reason, overflows included: the namespace's TcpExt ListenDrops (series as for tcptrace_listen_overflows_total)."),
+                &["netns"],
+            ))?,
+            syncookies_sent: register(&r, IntCounterVec::new(
+                opts("tcptrace_syncookies_sent_total", "SYN-ACKs sent with a SYN cookie because a listener's SYN queue was full: TcpExt SyncookiesSent."),
+                &["netns"],
+            ))?,
+            syncookies_recv: register(&r, IntCounterVec::new(
+                opts("tcptrace_syncookies_received_total", "ACKs that carried a valid SYN cookie: TcpExt SyncookiesRecv."),
+                &["netns"],
+            ))?,
+            syncookies_failed: register(&r, IntCounterVec::new(
+                opts("tcptrace_syncookies_failed_total", "ACKs whose SYN cookie did not check out: TcpExt SyncookiesFailed."),
+                &["netns"],
+            ))?,
             events: register(&r, IntCounterVec::new(
                 opts("tcptrace_events_total", "Events received from the kernel, by kind."),
                 &["kind"],

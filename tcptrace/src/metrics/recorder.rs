@@ -1,13 +1,18 @@
 //! Feeds the metrics from the pipeline: per event on the hot path, per finished
 //! connection, and from the table and the detectors once per tick.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use super::{catch_up, Metrics, SeriesSet, MAX_LEAK_PROCESSES, OTHER};
 use crate::{
-    detect::{close_wait::by_process, LeakReport},
+    detect::{
+        close_wait::by_process,
+        listeners::{ListenerSeries, NamespaceListens},
+        LeakReport,
+    },
+    diag::netstat::ListenCounters,
     event::{EventKind, TcpEvent},
     probe::KernelCounters,
     state::TcpState,
@@ -34,7 +39,12 @@ pub struct EventRecorder {
     time_wait_namespaces: SeriesSet,
     time_wait_remotes: SeriesSet,
     port_pressure: SeriesSet,
-    /// How many namespaces get their own TIME_WAIT series (`--top-remotes`).
+    /// One per listener gauge family: accept queue, limit, fill, SYN_RECV.
+    listener_series: [SeriesSet; 4],
+    /// Namespaces with their own listen counter series.
+    listen_counter_namespaces: HashSet<u32>,
+    /// How many namespaces get their own TIME_WAIT and listen counter series, and how
+    /// many listening addresses their own listener series (`--top-remotes`).
     top_remotes: usize,
 }
 
@@ -51,8 +61,9 @@ fn state_label(state: Option<TcpState>) -> &'static str {
 }
 
 impl EventRecorder {
-    /// At most `top` namespaces get their own TIME_WAIT series; the rest are summed
-    /// under `netns="other"`.
+    /// At most `top` namespaces get their own TIME_WAIT and listen counter series, and
+    /// `top` listening addresses their own listener series; the rest are summed under
+    /// `other`.
     pub fn with_top_namespaces(mut self, top: usize) -> Self {
         self.top_remotes = top;
         self
@@ -71,6 +82,8 @@ impl EventRecorder {
             time_wait_namespaces: SeriesSet::default(),
             time_wait_remotes: SeriesSet::default(),
             port_pressure: SeriesSet::default(),
+            listener_series: Default::default(),
+            listen_counter_namespaces: HashSet::new(),
             top_remotes: DEFAULT_TOP_NAMESPACES,
         }
     }
@@ -303,6 +316,72 @@ impl EventRecorder {
         m.port_pressure_max.set(tw.max_ratio());
         if let Some(range) = tw.port_range {
             m.port_range_size.set(i64::from(range.size()));
+        }
+    }
+
+    /// The per-listener gauges: the top K listening addresses and `other`.
+    pub fn record_listeners(&mut self, series: &[ListenerSeries]) {
+        let m = &self.metrics;
+        let labels = |s: &ListenerSeries| match s.listen {
+            Some((netns, local)) => vec![netns.to_string(), local.to_string()],
+            None => vec![OTHER.to_owned(), OTHER.to_owned()],
+        };
+        let [queue, limit, fill, syn_recv] = &mut self.listener_series;
+        queue.replace(
+            &m.listener_accept_queue,
+            series.iter().map(|s| (labels(s), s.accept_queue as i64)),
+        );
+        limit.replace(
+            &m.listener_accept_queue_limit,
+            series
+                .iter()
+                .map(|s| (labels(s), s.accept_queue_limit as i64)),
+        );
+        fill.replace(
+            &m.listener_accept_queue_fill,
+            series.iter().map(|s| (labels(s), s.fill_ratio)),
+        );
+        syn_recv.replace(
+            &m.listener_syn_recv,
+            series.iter().map(|s| (labels(s), s.syn_recv as i64)),
+        );
+    }
+
+    /// Adds one pass's increases of the namespaces' listen counters. Counters never go
+    /// down, so a namespace keeps its series for as long as it exists: the first
+    /// `--top-remotes` namespaces seen with a listener get one (made at 0, so that the
+    /// first increase shows in `increase()`), the others add to `netns="other"`. A
+    /// namespace that is `gone` frees its series and its place.
+    pub fn record_listen_counters(&mut self, namespaces: &[NamespaceListens], gone: &[u32]) {
+        let m = &self.metrics;
+        type Counter = fn(&ListenCounters) -> u64;
+        let families: [(&IntCounterVec, Counter); 5] = [
+            (&m.listen_overflows, |c| c.listen_overflows),
+            (&m.listen_drops, |c| c.listen_drops),
+            (&m.syncookies_sent, |c| c.syncookies_sent),
+            (&m.syncookies_recv, |c| c.syncookies_recv),
+            (&m.syncookies_failed, |c| c.syncookies_failed),
+        ];
+        for netns in gone {
+            if self.listen_counter_namespaces.remove(netns) {
+                for (family, _) in &families {
+                    let _ = family.remove_label_values(&[&netns.to_string()]);
+                }
+            }
+        }
+        for ns in namespaces {
+            let own = self.listen_counter_namespaces.contains(&ns.netns)
+                || (ns.listeners > 0 && self.listen_counter_namespaces.len() < self.top_remotes);
+            let label = if own {
+                self.listen_counter_namespaces.insert(ns.netns);
+                ns.netns.to_string()
+            } else {
+                OTHER.to_owned()
+            };
+            let increase = ns.increase.unwrap_or_default();
+            for (family, value) in &families {
+                family.with_label_values(&[&label]).inc_by(value(&increase));
+            }
         }
     }
 }

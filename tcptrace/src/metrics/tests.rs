@@ -326,6 +326,8 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
             inode: 0,
             uid: 0,
             recv_queue: 0,
+            send_queue: 0,
+            request: false,
             timewait: true,
             cgroup_id: None,
         })
@@ -334,6 +336,7 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
         netns: 1,
         sockets,
         port_range: None,
+        listen_counters: None,
     }];
     let report = LeakReport {
         time_wait: TimeWaitReport::new(&dumps, None, 10, 0.5),
@@ -486,4 +489,258 @@ fn what_finished_connections_carried_and_why_handshakes_failed_count_exactly() {
             "{kind}"
         );
     }
+}
+
+/// Three reconciles over four namespaces, with two series per kind (`--top-remotes 2`),
+/// as the engine feeds them: every listener gauge and listen counter takes its exact
+/// value, the rest goes to `other`, and a namespace that goes away frees its series.
+#[test]
+fn listener_health_metrics_take_exact_values_within_the_cap() {
+    use crate::{
+        detect::listeners::{self, find_listeners, ListenCounterHistory, SynackCounts},
+        diag::{netns::NamespaceDump, netstat::ListenCounters},
+    };
+
+    fn counters(overflows: u64, drops: u64) -> Option<ListenCounters> {
+        Some(ListenCounters {
+            listen_overflows: overflows,
+            listen_drops: drops,
+            syncookies_sent: overflows / 2,
+            ..ListenCounters::default()
+        })
+    }
+    let (a, b, c, d) = (NETNS, NETNS + 1, NETNS + 2, NETNS + 3);
+    let dumps = |with_b: bool, counts: [(u64, u64); 4]| {
+        let mut dumps = vec![
+            namespace_dump(
+                a,
+                vec![
+                    diag_listener("127.0.0.1:80", 1, 5, 4),
+                    diag_listener("0.0.0.0:22", 2, 0, 128),
+                    diag_request("127.0.0.1:80", "127.0.0.1:50000"),
+                    diag_request("127.0.0.1:80", "127.0.0.1:50001"),
+                ],
+                counters(counts[0].0, counts[0].1),
+            ),
+            namespace_dump(
+                b,
+                vec![diag_listener("10.0.0.1:8080", 3, 1, 9)],
+                counters(counts[1].0, counts[1].1),
+            ),
+            // No listener: its drops are someone else's business, in `other`.
+            namespace_dump(c, vec![], counters(counts[2].0, counts[2].1)),
+            namespace_dump(
+                d,
+                vec![diag_listener("[::]:443", 4, 0, 4)],
+                counters(counts[3].0, counts[3].1),
+            ),
+        ];
+        if !with_b {
+            dumps.remove(1);
+        }
+        dumps
+    };
+    let mut recorder = recorder().with_top_namespaces(2);
+    let mut history = ListenCounterHistory::default();
+    let mut pass = |recorder: &mut EventRecorder, dumps: &[NamespaceDump]| {
+        let levels = find_listeners(dumps, &SynackCounts::default());
+        let (namespaces, gone) = history.update(dumps, &[]);
+        recorder.record_listen_counters(&namespaces, &gone);
+        recorder.record_listeners(&listeners::series(&levels, 2));
+        recorder.metrics().render()
+    };
+    let counter =
+        |text: &str, name: &str, netns: &str| sample(text, name, &format!("netns=\"{netns}\""));
+    let gauge = |text: &str, name: &str, netns: &str, listen: &str| {
+        sample(
+            text,
+            name,
+            &format!("listen=\"{listen}\",netns=\"{netns}\""),
+        )
+    };
+
+    // The first pass is every namespace's baseline: the series exist, at 0.
+    let text = pass(
+        &mut recorder,
+        &dumps(true, [(100, 120), (0, 0), (7, 7), (3, 3)]),
+    );
+    for netns in [a.to_string(), b.to_string(), "other".into()] {
+        assert_eq!(
+            counter(&text, "tcptrace_listen_overflows_total", &netns),
+            Some(0.0)
+        );
+        assert_eq!(
+            counter(&text, "tcptrace_listen_drops_total", &netns),
+            Some(0.0)
+        );
+    }
+    assert_eq!(series(&text, "tcptrace_listen_overflows_total"), 3);
+    let (a_, b_) = (a.to_string(), b.to_string());
+    assert_eq!(
+        gauge(&text, "tcptrace_listener_accept_queue", &a_, "127.0.0.1:80"),
+        Some(5.0)
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_limit",
+            &a_,
+            "127.0.0.1:80"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_fill_ratio",
+            &a_,
+            "127.0.0.1:80"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(&text, "tcptrace_listener_syn_recv", &a_, "127.0.0.1:80"),
+        Some(2.0)
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_fill_ratio",
+            &b_,
+            "10.0.0.1:8080"
+        ),
+        Some(0.1)
+    );
+    // 0.0.0.0:22 and [::]:443 summed.
+    assert_eq!(
+        gauge(&text, "tcptrace_listener_accept_queue", "other", "other"),
+        Some(0.0)
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_limit",
+            "other",
+            "other"
+        ),
+        Some(132.0)
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_fill_ratio",
+            "other",
+            "other"
+        ),
+        Some(0.0)
+    );
+    for name in [
+        "tcptrace_listener_accept_queue",
+        "tcptrace_listener_accept_queue_limit",
+        "tcptrace_listener_accept_queue_fill_ratio",
+        "tcptrace_listener_syn_recv",
+    ] {
+        assert_eq!(series(&text, name), 3, "{name}");
+    }
+
+    // The second pass adds what each counter gained; c and d (no place left) in other.
+    let text = pass(
+        &mut recorder,
+        &dumps(true, [(115, 136), (2, 2), (9, 9), (4, 5)]),
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_overflows_total", &a_),
+        Some(15.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_drops_total", &a_),
+        Some(16.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_syncookies_sent_total", &a_),
+        Some(7.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_overflows_total", &b_),
+        Some(2.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_overflows_total", "other"),
+        Some(3.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_drops_total", "other"),
+        Some(4.0)
+    );
+    // c: 9/2 - 7/2, d: 4/2 - 3/2.
+    assert_eq!(
+        counter(&text, "tcptrace_syncookies_sent_total", "other"),
+        Some(2.0)
+    );
+
+    // b is gone: its series and place go, and d takes the place.
+    let text = pass(
+        &mut recorder,
+        &dumps(false, [(120, 141), (0, 0), (9, 9), (10, 11)]),
+    );
+    let d_ = d.to_string();
+    assert_eq!(
+        counter(&text, "tcptrace_listen_overflows_total", &a_),
+        Some(20.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_drops_total", &a_),
+        Some(21.0)
+    );
+    assert_eq!(counter(&text, "tcptrace_listen_overflows_total", &b_), None);
+    assert_eq!(
+        counter(&text, "tcptrace_listen_overflows_total", &d_),
+        Some(6.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_drops_total", &d_),
+        Some(6.0)
+    );
+    assert_eq!(
+        counter(&text, "tcptrace_listen_overflows_total", "other"),
+        Some(3.0)
+    );
+    for name in [
+        "tcptrace_listen_overflows_total",
+        "tcptrace_listen_drops_total",
+        "tcptrace_syncookies_sent_total",
+        "tcptrace_syncookies_received_total",
+        "tcptrace_syncookies_failed_total",
+    ] {
+        assert_eq!(series(&text, name), 3, "{name}");
+    }
+    // b's listener left the gauges; 0.0.0.0:22 moved up (ties go by namespace, address).
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue",
+            &b_,
+            "10.0.0.1:8080"
+        ),
+        None
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_limit",
+            &a_,
+            "0.0.0.0:22"
+        ),
+        Some(128.0)
+    );
+    assert_eq!(
+        gauge(
+            &text,
+            "tcptrace_listener_accept_queue_limit",
+            "other",
+            "other"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(series(&text, "tcptrace_listener_accept_queue"), 3);
 }
