@@ -81,9 +81,10 @@ impl Sink for Printer<'_> {
     }
 
     /// A namespace's listeners dropped connections on a full accept queue since the
-    /// previous reconcile (its ListenOverflows counter rose). Not with `--timelines`.
+    /// previous reconcile (its ListenOverflows counter rose). With `--timelines` too:
+    /// connections that a full queue dropped never become timelines to tell it.
     fn listen_overflow(&mut self, at_ns: u64, overflow: &ListenOverflow) -> io::Result<()> {
-        if self.args.timelines || !self.filter.matches_overflow(overflow) {
+        if !self.filter.matches_overflow(overflow) {
             return Ok(());
         }
         let line = if self.args.json {
