@@ -12,7 +12,7 @@ use crate::{
     diag::cgroup::{Resolve, Workload},
     state::TcpState,
     timeline,
-    tracker::{classify, CloseKind, CloseStats, Connection, Direction, Tracker},
+    tracker::{classify, CloseKind, CloseStats, Connection, Direction, Owner, Tracker},
 };
 
 /// The most connections one `/api/connections` answer holds.
@@ -33,11 +33,7 @@ pub struct ConnectionQuery {
 
 impl ConnectionQuery {
     fn matches(&self, conn: &Connection) -> bool {
-        self.netns.is_none_or(|n| conn.netns == n)
-            && self.state.is_none_or(|s| conn.state() == s)
-            && self
-                .port
-                .is_none_or(|p| conn.local.port() == p || conn.remote.port() == p)
+        at(conn, self.port, self.netns) && self.state.is_none_or(|s| conn.state() == s)
     }
 }
 
@@ -62,6 +58,21 @@ pub enum Query {
 pub struct OwnerView {
     pub pid: u32,
     pub comm: String,
+}
+
+impl From<Owner> for OwnerView {
+    fn from(owner: Owner) -> Self {
+        OwnerView {
+            pid: owner.pid,
+            comm: owner.comm.as_str().into_owned(),
+        }
+    }
+}
+
+/// Either end's port is `port`, and the connection is in `netns`, when asked.
+fn at(conn: &Connection, port: Option<u16>, netns: Option<u32>) -> bool {
+    netns.is_none_or(|n| conn.netns == n)
+        && port.is_none_or(|p| conn.local.port() == p || conn.remote.port() == p)
 }
 
 /// The container and pod a cgroup id belongs to, for JSON.
@@ -118,10 +129,7 @@ fn summary(
         since: rfc3339(clock.to_system_time(conn.state_since_ns())),
         in_state_seconds: now_ns.saturating_sub(conn.state_since_ns()) as f64 / 1e9,
         direction: conn.direction,
-        owner: conn.owner.map(|o| OwnerView {
-            pid: o.pid,
-            comm: o.comm.as_str().into_owned(),
-        }),
+        owner: conn.owner.map(OwnerView::from),
         retransmits: conn.retransmits,
         seen_since_start: conn.seen_since_start,
     }
@@ -220,10 +228,7 @@ pub fn closed(
         .finished()
         .rev()
         .filter(|c| {
-            query.netns.is_none_or(|n| c.netns == n)
-                && query
-                    .port
-                    .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
+            at(c, query.port, query.netns)
                 && query.kind.is_none_or(|k| classify(c).close == Some(k))
         })
         .collect();
@@ -243,10 +248,7 @@ pub fn closed(
                     local: c.local,
                     remote: c.remote,
                     direction: c.direction,
-                    owner: c.owner.map(|o| OwnerView {
-                        pid: o.pid,
-                        comm: o.comm.as_str().into_owned(),
-                    }),
+                    owner: c.owner.map(OwnerView::from),
                     close: classify(c).close,
                     closed_at: rfc3339(clock.to_system_time(c.state_since_ns())),
                     duration_seconds: first.zip(last).filter(|_| !c.seen_since_start).map(
