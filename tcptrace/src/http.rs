@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     api::{self, ConnectionQuery, Query},
-    detect::LeakReport,
+    detect::{HalfOpenReport, LeakReport},
     metrics::Metrics,
     state::TcpState,
 };
@@ -41,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/connections", get(connections))
         .route("/api/connections/{id}", get(connection))
         .route("/api/leaks", get(leaks))
+        .route("/api/half-open", get(half_open))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -157,7 +158,8 @@ struct LeakParams {
     limit: Option<usize>,
 }
 
-/// The last detector pass: stuck CLOSE_WAIT with owners and ages, TIME_WAIT hot spots.
+/// The last detector pass: stuck CLOSE_WAIT with owners and ages, TIME_WAIT hot spots,
+/// half-open suspects.
 async fn leaks(
     State(state): State<ApiState>,
     UrlQuery(params): UrlQuery<LeakParams>,
@@ -165,5 +167,16 @@ async fn leaks(
     let limit = limit(params.limit)?;
     // The watch channel's lock is held only while the kept part is copied.
     let report = state.leaks.borrow().limited(limit);
+    Ok(Json(report))
+}
+
+/// The last half-open pass: connections whose peer stopped answering, with owners,
+/// longest unanswered first (the same as `half_open` in `/api/leaks`).
+async fn half_open(
+    State(state): State<ApiState>,
+    UrlQuery(params): UrlQuery<LeakParams>,
+) -> Result<Json<HalfOpenReport>, ApiError> {
+    let limit = limit(params.limit)?;
+    let report = state.leaks.borrow().half_open.limited(limit);
     Ok(Json(report))
 }

@@ -40,7 +40,7 @@ fn alert_rules_load_and_pass_their_unit_tests() {
     let dir = deploy_dir().join("prometheus");
     let out = run("promtool", &["check", "rules", "tcptrace.rules.yml"], &dir);
     assert_clean("promtool check rules", &out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 rules found"));
     let out = run(
         "promtool",
         &["test", "rules", "tcptrace.rules.test.yml"],

@@ -19,17 +19,19 @@ use crate::{
     config::TraceConfig,
     detect::{
         close_wait::{self, StuckCloseWait},
+        half_open::{self, HalfOpenDetector, HalfOpenReport, HalfOpenSuspect},
         DetectConfig, LeakReport, TimeWaitReport,
     },
     diag::{
         cgroup::CgroupResolver,
         owners::{OwnerCache, ProcessOwner},
+        tcp_info::KernelView,
     },
     event::TcpEvent,
     filter::CgroupFilter,
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
-    tracker::{ConnId, Tracker},
+    tracker::{ConnId, SocketKey, Tracker},
 };
 
 /// Finished timelines kept for pairing, late marks and `/api/connections/{id}`.
@@ -55,6 +57,11 @@ pub struct Engine {
     /// The last detector pass, kept to republish when owners are found.
     stuck: Vec<StuckCloseWait>,
     time_wait: TimeWaitReport,
+    half_open: HalfOpenDetector,
+    suspects: Vec<HalfOpenSuspect>,
+    /// Each tracked connection's timer and `tcp_info` at the last dump
+    /// (`/api/connections`), and when that dump began.
+    kernel: KernelViews,
     leaks: watch::Sender<Arc<LeakReport>>,
     finished: Vec<ConnId>,
     lost_warned: (u64, Option<Instant>),
@@ -83,6 +90,9 @@ impl Engine {
             cgroup_filter: config.cgroup_prefix.clone().map(CgroupFilter::new),
             stuck: Vec::new(),
             time_wait: TimeWaitReport::default(),
+            half_open: HalfOpenDetector::default(),
+            suspects: Vec::new(),
+            kernel: KernelViews::default(),
             leaks,
             finished: Vec::new(),
             lost_warned: (0, None),
@@ -118,11 +128,19 @@ impl Engine {
             sink.event(&self.tracker, event, &applied)?;
         }
         // After the batch, so that a RST reported just after →CLOSE is in.
+        let mut ended = Vec::new();
         for id in std::mem::take(&mut self.finished) {
             if let Some(conn) = self.tracker.finished_by_id(id) {
                 self.recorder.record_finished(conn);
                 sink.finished(&self.tracker, conn)?;
+                if !self.suspects.is_empty() {
+                    ended.push(conn.key());
+                }
             }
+        }
+        // A suspect that ended is no longer one: said now, not at the next pass.
+        if half_open::forget_ended(&mut self.suspects, &ended) {
+            self.publish(monotonic_now_ns());
         }
         Ok(())
     }
@@ -205,9 +223,18 @@ impl Engine {
             self.detect.top_remotes,
             self.detect.port_pressure_threshold,
         );
-        let misses = self
-            .owners
-            .retain_and_misses(&close_wait::inodes(&self.stuck));
+        let threshold = self.detect.half_open_after.as_nanos() as u64;
+        // Judged as of the dump: the kernel's times are.
+        self.suspects = self.half_open.pass(
+            self.tracker.live(),
+            &dump.namespaces,
+            dump.started_ns,
+            threshold,
+        );
+        self.kernel = KernelViews::of(dump, &self.tracker);
+        let mut wanted = close_wait::inodes(&self.stuck);
+        wanted.extend(half_open::inodes(&self.suspects));
+        let misses = self.owners.retain_and_misses(&wanted);
         if !misses.is_empty() {
             background::spawn_owner_scan(misses, done.clone());
         }
@@ -221,7 +248,7 @@ impl Engine {
 
     fn publish(&mut self, now_ns: u64) {
         let workloads = &mut self.workloads;
-        let report = LeakReport::new(
+        let mut report = LeakReport::new(
             &self.stuck,
             &self.owners,
             &mut |id| workloads.as_mut()?.resolve(id),
@@ -229,6 +256,13 @@ impl Engine {
             &self.detect,
             self.clock,
             now_ns,
+        );
+        report.half_open = HalfOpenReport::new(
+            &self.suspects,
+            &self.owners,
+            &mut |id| workloads.as_mut()?.resolve(id),
+            self.detect.half_open_after.as_secs_f64(),
+            self.clock,
         );
         self.recorder.record_leaks(&report);
         self.leaks.send_replace(Arc::new(report));
@@ -260,9 +294,50 @@ impl Engine {
         api::answer(
             query,
             &self.tracker,
+            &api::Kernel {
+                views: &self.kernel.views,
+                dumped_ns: self.kernel.dumped_ns,
+            },
             &mut |id| workloads.as_mut()?.resolve(id),
             self.clock,
             monotonic_now_ns(),
         );
+    }
+}
+
+/// The last dump's timers and `tcp_info` of the connections the table holds, by
+/// connection id (`id.generation`): at most `--max-connections` entries of 48 bytes,
+/// however many sockets the host has.
+#[derive(Debug, Default)]
+struct KernelViews {
+    views: HashMap<u64, KernelView>,
+    /// When that dump began (CLOCK_MONOTONIC); `None` before the first.
+    dumped_ns: Option<u64>,
+}
+
+impl KernelViews {
+    /// `tracker` was just reconciled with `dump`.
+    fn of(dump: &Dump, tracker: &Tracker) -> Self {
+        let in_dump: HashMap<SocketKey, KernelView> = dump
+            .namespaces
+            .iter()
+            .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
+            .filter(|(_, s)| !s.timewait && (s.tcp_info.is_some() || s.timer.is_some()))
+            .map(|(netns, s)| {
+                let view = KernelView {
+                    timer: s.timer,
+                    tcp_info: s.tcp_info,
+                };
+                (s.key(netns), view)
+            })
+            .collect();
+        let views = tracker
+            .live()
+            .filter_map(|c| Some((c.id.generation, *in_dump.get(&c.key())?)))
+            .collect();
+        KernelViews {
+            views,
+            dumped_ns: Some(dump.started_ns),
+        }
     }
 }

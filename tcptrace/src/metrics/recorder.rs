@@ -34,7 +34,9 @@ pub struct EventRecorder {
     time_wait_namespaces: SeriesSet,
     time_wait_remotes: SeriesSet,
     port_pressure: SeriesSet,
-    /// How many namespaces get their own TIME_WAIT series (`--top-remotes`).
+    half_open_namespaces: SeriesSet,
+    /// How many namespaces get their own TIME_WAIT and half-open series
+    /// (`--top-remotes`).
     top_remotes: usize,
 }
 
@@ -71,6 +73,7 @@ impl EventRecorder {
             time_wait_namespaces: SeriesSet::default(),
             time_wait_remotes: SeriesSet::default(),
             port_pressure: SeriesSet::default(),
+            half_open_namespaces: SeriesSet::default(),
             top_remotes: DEFAULT_TOP_NAMESPACES,
         }
     }
@@ -273,5 +276,20 @@ impl EventRecorder {
         if let Some(range) = tw.port_range {
             m.port_range_size.set(i64::from(range.size()));
         }
+
+        let ho = &report.half_open;
+        m.half_open_suspects.set(ho.count as i64);
+        m.half_open_oldest_unanswered
+            .set(ho.oldest_unanswered_seconds);
+        let shown: u64 = ho.namespaces.iter().take(top).map(|n| n.suspects).sum();
+        let rest = (ho.count as u64).saturating_sub(shown);
+        self.half_open_namespaces.replace(
+            &m.half_open_suspects_by_netns,
+            ho.namespaces
+                .iter()
+                .take(top)
+                .map(|n| (vec![n.netns.to_string()], n.suspects as i64))
+                .chain((rest > 0).then(|| (vec![OTHER.to_owned()], rest as i64))),
+        );
     }
 }
