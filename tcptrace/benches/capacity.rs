@@ -2,7 +2,9 @@
 //! tracked connection (counted by the allocator, and as resident memory), the `/metrics`
 //! render time with a full table, and sock_diag dump + reconcile time with many
 //! TIME_WAIT sockets (`--time-wait N`: makes N real ones; root, inside a throwaway
-//! network namespace). `--namespaces N` instead measures only finding and dumping N
+//! network namespace). `--established N` measures what asking for `tcp_info`
+//! (`INET_DIAG_INFO`) adds to a dump of N established connections (2N sockets; root,
+//! inside a throwaway network namespace). `--namespaces N` instead measures only finding and dumping N
 //! network namespaces of 1,000 TIME_WAIT sockets each (root, in the host's namespace;
 //! see `namespaces/mod.rs`). Prints one JSON object per line.
 
@@ -25,7 +27,11 @@ use tcptrace::{
     daemon::snapshot_of,
     decode::decode,
     detect::TimeWaitReport,
-    diag::netns::{dump_namespaces, own_namespace},
+    diag::{
+        dump_tcp_with,
+        netns::{dump_namespaces, own_namespace},
+        open_socket, ExtensionFlags,
+    },
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
     state::TcpState,
@@ -189,6 +195,58 @@ fn reconcile(n: u64) {
     );
 }
 
+/// Holds `n` loopback connections open (both ends), from 2 listeners.
+fn make_established(n: u64) -> Vec<TcpStream> {
+    let limit = libc::rlimit {
+        rlim_cur: 4 * n + 1024,
+        rlim_max: 4 * n + 1024,
+    };
+    // SAFETY: a valid rlimit for our own process.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let listeners: Vec<TcpListener> = (0..2)
+        .map(|i| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 31000 + i))).unwrap())
+        .collect();
+    let mut held = Vec::with_capacity(2 * n as usize);
+    for i in 0..n {
+        let listener = &listeners[(i % 2) as usize];
+        held.push(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        held.push(listener.accept().unwrap().0);
+    }
+    held
+}
+
+/// Dump time of `n` established connections without and with `INET_DIAG_INFO`,
+/// interleaved, medians of 31 each.
+fn tcp_info_cost(n: u64) {
+    let _held = make_established(n);
+    let socket = open_socket().expect("a sock_diag socket");
+    let (mut plain, mut with_info) = (Vec::new(), Vec::new());
+    let mut listed = 0;
+    for _ in 0..31 {
+        for (extensions, times) in [
+            (ExtensionFlags::empty(), &mut plain),
+            (ExtensionFlags::INFO, &mut with_info),
+        ] {
+            let started = Instant::now();
+            let sockets = dump_tcp_with(&socket, &TcpState::ALL, extensions).expect("dump");
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            listed = sockets.len();
+            std::hint::black_box(sockets);
+        }
+    }
+    let (plain, with_info) = (median(plain), median(with_info));
+    println!(
+        "{}",
+        json!({
+            "measure": "tcp_info_dump",
+            "sockets": listed,
+            "dump_milliseconds": plain,
+            "dump_with_tcp_info_milliseconds": with_info,
+            "ratio": with_info / plain,
+        })
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| {
@@ -198,6 +256,10 @@ fn main() {
     };
     if let Some(n) = flag("--namespaces").and_then(|n| n.parse().ok()) {
         namespaces::measure(n);
+        return;
+    }
+    if let Some(n) = flag("--established").and_then(|n| n.parse().ok()) {
+        tcp_info_cost(n);
         return;
     }
     let time_wait = flag("--time-wait").and_then(|n| n.parse().ok());

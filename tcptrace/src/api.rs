@@ -2,18 +2,30 @@
 //! loop that owns the table (which stays single-owner, with no lock on the event path);
 //! the answers are built here, from the table, as plain data.
 
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::{
     clock::{rfc3339, WallClock},
-    diag::cgroup::{Resolve, Workload},
+    diag::{
+        cgroup::{Resolve, Workload},
+        tcp_info::KernelView,
+    },
     state::TcpState,
     timeline,
     tracker::{classify, CloseKind, CloseStats, Connection, Direction, Owner, Tracker},
 };
+
+/// What the last sock_diag dump said of each live connection's socket (`ss -o`,
+/// `ss -i`), by connection id (`id.generation`).
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel<'a> {
+    pub views: &'a HashMap<u64, KernelView>,
+    /// When that dump began (CLOCK_MONOTONIC); `None` before the first.
+    pub dumped_ns: Option<u64>,
+}
 
 /// The most connections one `/api/connections` answer holds.
 pub const MAX_LIMIT: usize = 10_000;
@@ -102,6 +114,10 @@ pub struct ConnectionSummary {
     pub retransmits: u32,
     /// First seen mid-life: its first state's start time is when tcptrace saw it.
     pub seen_since_start: bool,
+    /// At the last dump (`kernel_checked_at`): the armed timer and `tcp_info`
+    /// (retransmits, probes, backoff, unacked, ...); `null` when that dump did not
+    /// list the socket (opened since).
+    pub kernel: Option<KernelView>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -110,11 +126,14 @@ pub struct ConnectionList {
     pub matching: usize,
     /// The answer holds only the first `limit` (most recently changed first).
     pub truncated: bool,
+    /// When the dump the rows' `kernel` fields come from began (RFC 3339).
+    pub kernel_checked_at: Option<String>,
     pub connections: Vec<ConnectionSummary>,
 }
 
 fn summary(
     conn: &Connection,
+    kernel: &Kernel<'_>,
     resolve: Resolve<'_>,
     clock: WallClock,
     now_ns: u64,
@@ -132,11 +151,13 @@ fn summary(
         owner: conn.owner.map(OwnerView::from),
         retransmits: conn.retransmits,
         seen_since_start: conn.seen_since_start,
+        kernel: kernel.views.get(&conn.id.generation).copied(),
     }
 }
 
 pub fn connections(
     tracker: &Tracker,
+    kernel: &Kernel<'_>,
     query: &ConnectionQuery,
     resolve: Resolve<'_>,
     clock: WallClock,
@@ -153,26 +174,38 @@ pub fn connections(
     ConnectionList {
         matching: total,
         truncated: total > limit,
+        kernel_checked_at: kernel.dumped_ns.map(|ns| rfc3339(clock.to_system_time(ns))),
         connections: matching
             .into_iter()
-            .map(|c| summary(c, resolve, clock, now_ns))
+            .map(|c| summary(c, kernel, resolve, clock, now_ns))
             .collect(),
     }
 }
 
 /// A live or recently finished connection's timeline, with its lifecycle and, when its
-/// other end is on this host too, the close's shape; with its cgroup, container and pod.
-pub fn connection(tracker: &Tracker, id: u64, resolve: Resolve<'_>) -> Option<serde_json::Value> {
-    let conn = tracker
-        .live()
-        .find(|c| c.id.generation == id)
-        .or_else(|| tracker.finished().find(|c| c.id.generation == id))?;
+/// other end is on this host too, the close's shape; with its cgroup, container and pod,
+/// and, while it lives, what the last dump said of it (`kernel`).
+pub fn connection(
+    tracker: &Tracker,
+    kernel: &Kernel<'_>,
+    id: u64,
+    resolve: Resolve<'_>,
+) -> Option<serde_json::Value> {
+    let live = tracker.live().find(|c| c.id.generation == id);
+    let conn = live.or_else(|| tracker.finished().find(|c| c.id.generation == id))?;
     let mut value = timeline::json_value(conn, tracker.partner(conn));
     let workload = serde_json::to_value(workload(conn.cgroup_id, resolve));
-    if let (Some(object), Ok(serde_json::Value::Object(workload))) =
-        (value.as_object_mut(), workload)
-    {
-        object.extend(workload);
+    if let Some(object) = value.as_object_mut() {
+        if let Ok(serde_json::Value::Object(workload)) = workload {
+            object.extend(workload);
+        }
+        if live.is_some() {
+            let view = kernel.views.get(&conn.id.generation);
+            object.insert(
+                "kernel".into(),
+                serde_json::to_value(view).unwrap_or_default(),
+            );
+        }
     }
     Some(value)
 }
@@ -266,6 +299,7 @@ pub fn closed(
 pub fn answer(
     query: Query,
     tracker: &Tracker,
+    kernel: &Kernel<'_>,
     resolve: Resolve<'_>,
     clock: WallClock,
     now_ns: u64,
@@ -273,10 +307,10 @@ pub fn answer(
     // A requester that gave up (timed out) no longer listens; nothing to do then.
     match query {
         Query::Connections { query, reply } => {
-            let _ = reply.send(connections(tracker, &query, resolve, clock, now_ns));
+            let _ = reply.send(connections(tracker, kernel, &query, resolve, clock, now_ns));
         }
         Query::Connection { id, reply } => {
-            let _ = reply.send(connection(tracker, id, resolve));
+            let _ = reply.send(connection(tracker, kernel, id, resolve));
         }
         Query::Closed { query, reply } => {
             let _ = reply.send(closed(tracker, &query, resolve, clock));
@@ -287,7 +321,22 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{state::TcpState::*, testing::*};
+    use crate::{
+        diag::tcp_info::{ArmedTimer, TcpInfo, TimerKind},
+        state::TcpState::*,
+        testing::*,
+    };
+
+    static NO_VIEWS: std::sync::LazyLock<HashMap<u64, KernelView>> =
+        std::sync::LazyLock::new(HashMap::new);
+
+    /// No dump yet.
+    fn none() -> Kernel<'static> {
+        Kernel {
+            views: &NO_VIEWS,
+            dumped_ns: None,
+        }
+    }
 
     #[test]
     fn lists_filter_and_truncate_newest_first() {
@@ -306,7 +355,7 @@ mod tests {
             limit,
             ..Default::default()
         };
-        let list = connections(&tracker, &all(3), &mut |_| None, clock, 100 * MS);
+        let list = connections(&tracker, &none(), &all(3), &mut |_| None, clock, 100 * MS);
         assert_eq!((list.matching, list.truncated), (6, true));
         assert_eq!(
             list.connections.iter().map(|c| c.state).collect::<Vec<_>>(),
@@ -320,12 +369,19 @@ mod tests {
             netns: None,
             limit: 10,
         };
-        let list = connections(&tracker, &established, &mut |_| None, clock, 100 * MS);
+        let list = connections(
+            &tracker,
+            &none(),
+            &established,
+            &mut |_| None,
+            clock,
+            100 * MS,
+        );
         assert_eq!((list.matching, list.truncated), (1, false));
         assert_eq!(list.connections[0].owner.as_ref().unwrap().pid, 100);
         // Limits above the cap are cut to it.
         assert_eq!(
-            connections(&tracker, &all(usize::MAX), &mut |_| None, clock, 0).matching,
+            connections(&tracker, &none(), &all(usize::MAX), &mut |_| None, clock, 0).matching,
             6
         );
     }
@@ -367,12 +423,71 @@ mod tests {
         let mut tracker = Tracker::new(64, 8);
         tracker.apply(&client(1, 0, Close, SynSent));
         let id = tracker.live().next().unwrap().id.generation;
-        let value = connection(&tracker, id, &mut |_| None).unwrap();
+        let value = connection(&tracker, &none(), id, &mut |_| None).unwrap();
         assert_eq!(value["steps"][0]["state"], "CLOSE");
         assert_eq!(value["steps"][1]["state"], "SYN_SENT");
         tracker.apply(&client(1, 5, SynSent, Close));
-        let value = connection(&tracker, id, &mut |_| None).unwrap();
+        let value = connection(&tracker, &none(), id, &mut |_| None).unwrap();
         assert_eq!(value["lifecycle"]["close"], "never_established");
-        assert_eq!(connection(&tracker, id + 1, &mut |_| None), None);
+        assert_eq!(connection(&tracker, &none(), id + 1, &mut |_| None), None);
+    }
+
+    #[test]
+    fn rows_carry_what_the_last_dump_said_of_their_socket() {
+        let mut tracker = Tracker::new(64, 8);
+        tracker.apply(&client(1, 0, Close, SynSent));
+        tracker.apply(&client(1, 1, SynSent, Established));
+        let conn = tracker.live().next().unwrap();
+        let id = conn.id.generation;
+        let view = KernelView {
+            timer: Some(ArmedTimer {
+                kind: TimerKind::Retransmit,
+                expires_ms: 812,
+            }),
+            tcp_info: Some(TcpInfo {
+                retransmits: 2,
+                backoff: 2,
+                rto_us: 816_000,
+                unacked: 1,
+                last_ack_recv_ms: 1_400,
+                total_retrans: 2,
+                ..TcpInfo::default()
+            }),
+        };
+        let views = HashMap::from([(id, view)]);
+        let kernel = Kernel {
+            views: &views,
+            dumped_ns: Some(5 * MS),
+        };
+        let all = ConnectionQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        let list = connections(&tracker, &kernel, &all, &mut |_| None, WallClock::new(), 0);
+        assert!(list.kernel_checked_at.is_some());
+        let row = serde_json::to_value(&list.connections[0]).unwrap();
+        assert_eq!(
+            row["kernel"],
+            serde_json::json!({
+                "timer": {"kind": "retransmit", "expires_ms": 812},
+                "retransmits": 2,
+                "probes": 0,
+                "backoff": 2,
+                "rto_ms": 816.0,
+                "unacked": 1,
+                "last_data_sent_ms": 0,
+                "last_data_recv_ms": 0,
+                "last_ack_recv_ms": 1400,
+                "total_retrans": 2,
+            })
+        );
+        let one = connection(&tracker, &kernel, id, &mut |_| None).unwrap();
+        assert_eq!(one["kernel"], row["kernel"]);
+        // Not in the last dump (opened since): null, and so before any dump.
+        let list = connections(&tracker, &none(), &all, &mut |_| None, WallClock::new(), 0);
+        assert_eq!(list.kernel_checked_at, None);
+        assert_eq!(list.connections[0].kernel, None);
+        let one = connection(&tracker, &none(), id, &mut |_| None).unwrap();
+        assert!(one["kernel"].is_null());
     }
 }

@@ -31,8 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Print every TCP state change, retransmit and reset live, one line each.
     Watch(WatchArgs),
-    /// Run as a daemon: track every connection, flag CLOSE_WAIT leaks and TIME_WAIT
-    /// buildup, and serve Prometheus metrics and a JSON API over HTTP.
+    /// Run as a daemon: track every connection, flag CLOSE_WAIT leaks, TIME_WAIT
+    /// buildup and half-open connections, and serve Prometheus metrics and a JSON API
+    /// over HTTP.
     Serve(ServeArgs),
     /// Check, without loading anything, what tracing needs: privileges, tracefs, each
     /// tracepoint, BTF, ring-buffer support, sock_diag and the listen address. Exits 1
@@ -118,11 +119,17 @@ pub struct DetectArgs {
     pub port_pressure_threshold: f64,
 
     /// How many remote endpoints, listening addresses and network namespaces get their
-    /// own TIME_WAIT, port-pressure, accept-queue and listen-overflow series; the rest are
-    /// summed under "other".
+    /// own TIME_WAIT, port-pressure, accept-queue, listen-overflow and half-open series;
+    /// the rest are summed under "other".
     #[arg(long, default_value_t = 10, value_name = "K",
           value_parser = clap::value_parser!(u16).range(1..=100))]
     pub top_remotes: u16,
+
+    /// A connection whose kernel has been retransmitting or probing (zero-window,
+    /// keepalive) for longer than this without any answer from the peer is a
+    /// half-open suspect, e.g. 30s, 2m.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_threshold)]
+    pub half_open_after: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -213,6 +220,7 @@ impl TraceArgs {
                 close_wait_threshold: self.detect.close_wait_threshold,
                 port_pressure_threshold: self.detect.port_pressure_threshold,
                 top_remotes: usize::from(self.detect.top_remotes),
+                half_open_after: self.detect.half_open_after,
             },
             netns: self.netns.clone(),
             cgroup_prefix: self.cgroup_prefix.clone(),
@@ -351,6 +359,13 @@ mod tests {
             kind(&["serve", "--top-remotes", "0"]),
             ErrorKind::ValueValidation
         );
+        for threshold in ["0s", "never", "1 fortnight"] {
+            assert_eq!(
+                kind(&["serve", "--half-open-after", threshold]),
+                ErrorKind::ValueValidation,
+                "{threshold}"
+            );
+        }
         assert_eq!(kind(&["serve", "--json"]), ErrorKind::UnknownArgument);
     }
 
@@ -365,6 +380,22 @@ mod tests {
         );
         assert_eq!(args.trace.detect.port_pressure_threshold, 0.5);
         assert_eq!(args.trace.detect.top_remotes, 10);
+        assert_eq!(args.trace.detect.half_open_after, Duration::from_secs(30));
+        assert_eq!(
+            serve(&["serve", "--half-open-after", "1500ms"])
+                .trace
+                .config()
+                .detect
+                .half_open_after,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            watch(&["watch", "--half-open-after", "2s"])
+                .trace
+                .detect
+                .half_open_after,
+            Duration::from_secs(2)
+        );
         let args = serve(&[
             "serve",
             "--listen",

@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     api::{self, ConnectionQuery, Query},
-    detect::{LeakReport, ListenerReport},
+    detect::{HalfOpenReport, LeakReport, ListenerReport},
     metrics::Metrics,
     state::TcpState,
     tracker::CloseKind,
@@ -45,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/closed", get(closed))
         .route("/api/leaks", get(leaks))
         .route("/api/listeners", get(listeners))
+        .route("/api/half-open", get(half_open))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -201,7 +202,8 @@ struct LeakParams {
     limit: Option<usize>,
 }
 
-/// The last detector pass: stuck CLOSE_WAIT with owners and ages, TIME_WAIT hot spots.
+/// The last detector pass: stuck CLOSE_WAIT with owners and ages, TIME_WAIT hot spots,
+/// half-open suspects.
 async fn leaks(
     State(state): State<ApiState>,
     UrlQuery(params): UrlQuery<LeakParams>,
@@ -226,5 +228,16 @@ async fn listeners(
 ) -> Result<Json<ListenerReport>, ApiError> {
     let limit = limit(params.limit)?;
     let report = state.listeners.borrow().limited(limit, params.netns);
+    Ok(Json(report))
+}
+
+/// The last half-open pass: connections whose peer stopped answering, with owners,
+/// longest unanswered first (the same as `half_open` in `/api/leaks`).
+async fn half_open(
+    State(state): State<ApiState>,
+    UrlQuery(params): UrlQuery<LeakParams>,
+) -> Result<Json<HalfOpenReport>, ApiError> {
+    let limit = limit(params.limit)?;
+    let report = state.leaks.borrow().half_open.limited(limit);
     Ok(Json(report))
 }

@@ -141,6 +141,9 @@ pub fn diag_socket(state: TcpState, local: &str, remote: &str) -> DiagSocket {
         request: false,
         timewait: state == TcpState::TimeWait,
         cgroup_id: Some(SOCK_CGROUP),
+        cookie: 0,
+        timer: None,
+        tcp_info: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Property-based fuzzing (proptest) of everything that parses outside input: ring
-//! buffer records, sock_diag replies, `/proc` links and cgroup files. No input may
+//! buffer records, sock_diag replies and their `tcp_info`, `/proc` links and cgroup
+//! files. No input may
 //! panic. The test command runs proptest's default 256 cases per property; run longer
 //! by hand with `PROPTEST_CASES=1000000 cargo test --release --test fuzz`.
 
@@ -9,6 +10,7 @@ use tcptrace::{
     diag::{
         owners::{parse_cgroup, parse_socket_link},
         parse_replies,
+        tcp_info::{TcpInfo, MIN_TCP_INFO_LEN},
     },
 };
 use tcptrace_common::EVENT_SIZE;
@@ -58,6 +60,16 @@ proptest! {
         let bytes: Vec<u8> = messages.concat();
         let mut sockets = Vec::new();
         let _ = parse_replies(&bytes, &mut sockets);
+    }
+
+    #[test]
+    fn any_tcp_info_attribute_reads_or_is_refused(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let info = TcpInfo::parse(&bytes);
+        prop_assert_eq!(info.is_some(), bytes.len() >= MIN_TCP_INFO_LEN);
+        if let Some(info) = info {
+            // Written back at the same offsets, the fields read the same again.
+            prop_assert_eq!(TcpInfo::parse(&info.to_bytes(bytes.len())), Some(info));
+        }
     }
 
     #[test]

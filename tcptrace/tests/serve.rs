@@ -292,6 +292,9 @@ fn the_http_side_is_read_only_and_bounded() {
         ("GET /api/connections?state=ESTABLISH", 400),
         ("GET /api/connections/not-a-number", 400),
         ("GET /api/leaks?limit=10001", 400),
+        ("POST /api/half-open", 405),
+        ("GET /api/half-open?limit=0", 400),
+        ("GET /api/half-open?limit=10", 200),
         ("GET /api/connections?limit=10000", 200),
     ] {
         let (method, path) = request.split_once(' ').unwrap();

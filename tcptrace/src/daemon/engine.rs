@@ -20,6 +20,7 @@ use crate::{
     config::TraceConfig,
     detect::{
         close_wait::{self, StuckCloseWait},
+        half_open::{self, HalfOpenDetector, HalfOpenReport, HalfOpenSuspect},
         listeners::{
             self, ListenCounterHistory, ListenerLevel, ListenerReport, NamespaceListens,
             SynackCounts,
@@ -29,12 +30,13 @@ use crate::{
     diag::{
         cgroup::CgroupResolver,
         owners::{OwnerCache, ProcessOwner},
+        tcp_info::KernelView,
     },
     event::TcpEvent,
     filter::CgroupFilter,
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
-    tracker::{ConnId, Owner, Tracker},
+    tracker::{ConnId, Owner, SocketKey, Tracker},
 };
 
 /// Finished timelines kept for pairing, late marks and `/api/connections/{id}`.
@@ -60,6 +62,11 @@ pub struct Engine {
     /// The last detector pass, kept to republish when owners are found.
     stuck: Vec<StuckCloseWait>,
     time_wait: TimeWaitReport,
+    half_open: HalfOpenDetector,
+    suspects: Vec<HalfOpenSuspect>,
+    /// Each tracked connection's timer and `tcp_info` at the last dump
+    /// (`/api/connections`), and when that dump began.
+    kernel: KernelViews,
     leaks: watch::Sender<Arc<LeakReport>>,
     /// The last pass's listening sockets, fullest first, and namespaces' listen counters.
     listener_levels: Vec<ListenerLevel>,
@@ -96,6 +103,9 @@ impl Engine {
             cgroup_filter: config.cgroup_prefix.clone().map(CgroupFilter::new),
             stuck: Vec::new(),
             time_wait: TimeWaitReport::default(),
+            half_open: HalfOpenDetector::default(),
+            suspects: Vec::new(),
+            kernel: KernelViews::default(),
             leaks,
             listener_levels: Vec::new(),
             listen_namespaces: Vec::new(),
@@ -137,11 +147,19 @@ impl Engine {
             sink.event(&self.tracker, event, &applied)?;
         }
         // After the batch, so that a RST reported just after →CLOSE is in.
+        let mut ended = Vec::new();
         for id in std::mem::take(&mut self.finished) {
             if let Some(conn) = self.tracker.finished_by_id(id) {
                 self.recorder.record_finished(conn);
                 sink.finished(&self.tracker, conn)?;
+                if !self.suspects.is_empty() {
+                    ended.push(conn.key());
+                }
             }
+        }
+        // A suspect that ended is no longer one: said now, not at the next pass.
+        if half_open::forget_ended(&mut self.suspects, &ended) {
+            self.publish(monotonic_now_ns());
         }
         Ok(())
     }
@@ -253,8 +271,18 @@ impl Engine {
             &self.listener_levels,
             self.detect.top_remotes,
         ));
+        let threshold = self.detect.half_open_after.as_nanos() as u64;
+        // Judged as of the dump: the kernel's times are.
+        self.suspects = self.half_open.pass(
+            self.tracker.live(),
+            &dump.namespaces,
+            dump.started_ns,
+            threshold,
+        );
+        self.kernel = KernelViews::of(dump, &self.tracker);
         let mut wanted = close_wait::inodes(&self.stuck);
         wanted.extend(listeners::inodes(&self.listener_levels));
+        wanted.extend(half_open::inodes(&self.suspects));
         let misses = self.owners.retain_and_misses(&wanted);
         if !misses.is_empty() {
             background::spawn_owner_scan(misses, done.clone());
@@ -269,7 +297,7 @@ impl Engine {
 
     fn publish(&mut self, now_ns: u64) {
         let workloads = &mut self.workloads;
-        let report = LeakReport::new(
+        let mut report = LeakReport::new(
             &self.stuck,
             &self.owners,
             &mut |id| workloads.as_mut()?.resolve(id),
@@ -277,6 +305,13 @@ impl Engine {
             &self.detect,
             self.clock,
             now_ns,
+        );
+        report.half_open = HalfOpenReport::new(
+            &self.suspects,
+            &self.owners,
+            &mut |id| workloads.as_mut()?.resolve(id),
+            self.detect.half_open_after.as_secs_f64(),
+            self.clock,
         );
         self.recorder.record_leaks(&report);
         self.leaks.send_replace(Arc::new(report));
@@ -325,9 +360,50 @@ impl Engine {
         api::answer(
             query,
             &self.tracker,
+            &api::Kernel {
+                views: &self.kernel.views,
+                dumped_ns: self.kernel.dumped_ns,
+            },
             &mut |id| workloads.as_mut()?.resolve(id),
             self.clock,
             monotonic_now_ns(),
         );
+    }
+}
+
+/// The last dump's timers and `tcp_info` of the connections the table holds, by
+/// connection id (`id.generation`): at most `--max-connections` entries of 48 bytes,
+/// however many sockets the host has.
+#[derive(Debug, Default)]
+struct KernelViews {
+    views: HashMap<u64, KernelView>,
+    /// When that dump began (CLOCK_MONOTONIC); `None` before the first.
+    dumped_ns: Option<u64>,
+}
+
+impl KernelViews {
+    /// `tracker` was just reconciled with `dump`.
+    fn of(dump: &Dump, tracker: &Tracker) -> Self {
+        let in_dump: HashMap<SocketKey, KernelView> = dump
+            .namespaces
+            .iter()
+            .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
+            .filter(|(_, s)| !s.timewait && (s.tcp_info.is_some() || s.timer.is_some()))
+            .map(|(netns, s)| {
+                let view = KernelView {
+                    timer: s.timer,
+                    tcp_info: s.tcp_info,
+                };
+                (s.key(netns), view)
+            })
+            .collect();
+        let views = tracker
+            .live()
+            .filter_map(|c| Some((c.id.generation, *in_dump.get(&c.key())?)))
+            .collect();
+        KernelViews {
+            views,
+            dumped_ns: Some(dump.started_ns),
+        }
     }
 }

@@ -144,7 +144,13 @@ pub struct CloseWaitLeak {
 }
 
 pub fn with_owner(stuck: &StuckCloseWait, owners: &OwnerCache) -> Option<LeakOwner> {
-    if let Some(p) = owners.get(stuck.inode) {
+    owner_of(stuck.inode, stuck.event_owner, owners)
+}
+
+/// Who holds the socket `inode`: the process `/proc` names (from `owners`), else the
+/// one the events named.
+pub fn owner_of(inode: u32, event_owner: Option<Owner>, owners: &OwnerCache) -> Option<LeakOwner> {
+    if let Some(p) = owners.get(inode) {
         return Some(LeakOwner {
             pid: p.pid,
             comm: p.comm.clone(),
@@ -152,7 +158,7 @@ pub fn with_owner(stuck: &StuckCloseWait, owners: &OwnerCache) -> Option<LeakOwn
             source: OwnerSource::Proc,
         });
     }
-    stuck.event_owner.map(|o| LeakOwner {
+    event_owner.map(|o| LeakOwner {
         pid: o.pid,
         comm: o.comm.as_str().into_owned(),
         cgroup: None,
@@ -167,7 +173,17 @@ pub fn workload(
     owner: Option<&LeakOwner>,
     resolve: Resolve<'_>,
 ) -> Option<Arc<Workload>> {
-    resolve(stuck.cgroup_id).or_else(|| {
+    workload_of(stuck.cgroup_id, owner, resolve)
+}
+
+/// Where the socket of cgroup `cgroup_id` (0: unknown) belongs, falling back to the
+/// cgroup of the process holding it.
+pub fn workload_of(
+    cgroup_id: u64,
+    owner: Option<&LeakOwner>,
+    resolve: Resolve<'_>,
+) -> Option<Arc<Workload>> {
+    resolve(cgroup_id).or_else(|| {
         let path = owner?.cgroup.as_deref()?;
         Some(Arc::new(parse_cgroup_path(path)))
     })

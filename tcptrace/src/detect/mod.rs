@@ -1,8 +1,10 @@
-//! Detectors: stuck CLOSE_WAIT (a socket leak), TIME_WAIT buildup and listener health
-//! (full accept queues, dropped connection attempts). They run after each sock_diag
-//! reconcile, on the tracker's table and that dump; pure code.
+//! Detectors: stuck CLOSE_WAIT (a socket leak), TIME_WAIT buildup, listener health
+//! (full accept queues, dropped connection attempts) and half-open suspects (a peer that
+//! stopped answering). They run after each sock_diag reconcile, on the tracker's table
+//! and that dump; pure code.
 
 pub mod close_wait;
+pub mod half_open;
 pub mod listeners;
 #[cfg(test)]
 mod tests;
@@ -14,6 +16,7 @@ use serde::Serialize;
 
 pub use self::{
     close_wait::{CloseWaitLeak, LeakOwner, OwnerSource, StuckCloseWait},
+    half_open::{HalfOpenConnection, HalfOpenDetector, HalfOpenReport, HalfOpenSuspect},
     listeners::{ListenOverflow, ListenerHealth, ListenerReport, NamespaceListens},
     time_wait::{PortPressure, PortRange, RemoteTimeWait, TimeWaitReport},
 };
@@ -28,6 +31,9 @@ pub struct DetectConfig {
     pub close_wait_threshold: Duration,
     pub port_pressure_threshold: f64,
     pub top_remotes: usize,
+    /// `--half-open-after`: how long a connection retransmits or probes without an
+    /// answer before it is a half-open suspect.
+    pub half_open_after: Duration,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -47,6 +53,8 @@ pub struct LeakReport {
     pub checked_at: Option<String>,
     pub close_wait: CloseWaitReport,
     pub time_wait: TimeWaitReport,
+    /// Connections whose peer stopped answering (also `/api/half-open`).
+    pub half_open: HalfOpenReport,
 }
 
 fn seconds(ns: u64) -> f64 {
@@ -68,6 +76,7 @@ impl LeakReport {
                 leaks: cw.leaks.iter().take(limit).cloned().collect(),
             },
             time_wait: self.time_wait.clone(),
+            half_open: self.half_open.limited(limit),
         }
     }
 
@@ -111,6 +120,7 @@ impl LeakReport {
                 leaks,
             },
             time_wait,
+            half_open: HalfOpenReport::default(),
         }
     }
 }

@@ -37,6 +37,9 @@ fn socket(state: TcpState, local: &str, remote: &str, inode: u32, recv_queue: u3
         request: false,
         timewait: state == TimeWait,
         cgroup_id: None,
+        cookie: 0,
+        timer: None,
+        tcp_info: None,
     }
 }
 
@@ -235,6 +238,7 @@ fn the_leak_report_sums_what_an_operator_needs() {
         close_wait_threshold: Duration::from_secs(30),
         port_pressure_threshold: 0.5,
         top_remotes: 10,
+        half_open_after: Duration::from_secs(30),
     };
     let a = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
     let b = conn(2, "127.0.0.1:80", "127.0.0.1:50001", &[(CloseWait, 20)]);

@@ -5,9 +5,10 @@ use std::{io, path::PathBuf};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
+pub use netlink_packet_sock_diag::inet::ExtensionFlags;
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
@@ -98,38 +99,44 @@ pub fn open_socket() -> Result<Socket, DiagError> {
 }
 
 /// Every TCP socket (IPv4 and IPv6) in one of `states`, in the network namespace
-/// `socket` was created in (see [`open_socket`]).
+/// `socket` was created in (see [`open_socket`]), each full socket with its
+/// `tcp_info` (`INET_DIAG_INFO`, what `ss -i` asks for).
 pub fn dump_tcp_on(socket: &Socket, states: &[TcpState]) -> Result<Vec<DiagSocket>, DiagError> {
+    dump_tcp_with(socket, states, ExtensionFlags::INFO)
+}
+
+/// [`dump_tcp_on`] asking for the attributes `extensions` names (the request's
+/// `idiag_ext`); the cgroup id comes unasked.
+pub fn dump_tcp_with(
+    socket: &Socket,
+    states: &[TcpState],
+    extensions: ExtensionFlags,
+) -> Result<Vec<DiagSocket>, DiagError> {
     let mut sockets = Vec::new();
     for (family, id) in [
         (AF_INET, SocketId::new_v4()),
         (AF_INET6, SocketId::new_v6()),
     ] {
-        dump_family(socket, family, id, state_flags(states), &mut sockets)?;
+        let request = InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: extensions.clone(),
+            states: state_flags(states),
+            socket_id: id,
+        };
+        dump_family(socket, request, &mut sockets)?;
     }
     Ok(sockets)
 }
 
 fn dump_family(
     socket: &Socket,
-    family: u8,
-    socket_id: SocketId,
-    states: StateFlags,
+    request: InetRequest,
     out: &mut Vec<DiagSocket>,
 ) -> Result<(), DiagError> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut request = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states,
-            socket_id,
-        })
-        .into(),
-    );
+    let mut request = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
     request.finalize();
     let mut buf = vec![0; request.buffer_len()];
     request.serialize(&mut buf);

@@ -13,13 +13,17 @@ mod dump;
 pub mod netns;
 pub mod netstat;
 pub mod owners;
+pub mod tcp_info;
 
 use std::net::SocketAddr;
 
-pub use dump::{dump_tcp, dump_tcp_on, open_socket, parse_replies, DiagError};
+pub use dump::{
+    dump_tcp, dump_tcp_on, dump_tcp_with, open_socket, parse_replies, DiagError, ExtensionFlags,
+};
 use netlink_packet_core::Nla as _;
 use netlink_packet_sock_diag::inet::{nlas::Nla, InetResponse, InetResponseHeader, Timer};
 
+use self::tcp_info::{ArmedTimer, TcpInfo};
 use crate::{state::TcpState, tracker::SocketKey};
 
 /// One socket as sock_diag reports it.
@@ -55,6 +59,16 @@ pub struct DiagSocket {
     /// sockets carry it: `None` for timewait and request sockets, and on kernels before
     /// 5.8 or without `CONFIG_SOCK_CGROUP_DATA`.
     pub cgroup_id: Option<u64>,
+
+    // Half-open detection (`ss -o`, `ss -i`): which socket this is across dumps, the
+    // timer armed on it, and what `tcp_info` says of its peer.
+    /// The kernel's socket cookie (`idiag_cookie`): unique while the host runs, so the
+    /// same socket in two dumps, whatever else reuses its 4-tuple in between.
+    pub cookie: u64,
+    /// The timer armed on it (`ss -o`), if any.
+    pub timer: Option<ArmedTimer>,
+    /// `INET_DIAG_INFO` (`ss -i`): only full sockets carry it.
+    pub tcp_info: Option<TcpInfo>,
 }
 
 /// `INET_DIAG_CGROUP_ID` (include/uapi/linux/inet_diag.h; since 5.8): a u64 the kernel
@@ -62,6 +76,13 @@ pub struct DiagSocket {
 /// (`inet_diag_msg_attrs_fill()`, net/ipv4/inet_diag.c). netlink-packet-sock-diag 0.5
 /// has no variant for it: it arrives as `Nla::Other`.
 pub const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// `idiag_cookie` as the kernel writes it: two 32-bit words in host order, the low
+/// one first (net/core/sock_diag.c: `sock_diag_save_cookie()`).
+fn cookie(bytes: &[u8; 8]) -> u64 {
+    let [a, b, c, d, e, f, g, h] = *bytes;
+    u64::from(u32::from_ne_bytes([a, b, c, d])) | u64::from(u32::from_ne_bytes([e, f, g, h])) << 32
+}
 
 impl DiagSocket {
     /// Converts a response header; `None` for a state this build does not know.
@@ -78,6 +99,9 @@ impl DiagSocket {
             request: false,
             timewait: header.timer == Some(Timer::TimeWait),
             cgroup_id: None,
+            cookie: cookie(&id.cookie),
+            timer: ArmedTimer::from_header(header.timer.as_ref()),
+            tcp_info: None,
         })
     }
 
@@ -97,6 +121,10 @@ impl DiagSocket {
                 attr.emit_value(&mut value);
                 Some(u64::from_ne_bytes(value))
             }
+            _ => None,
+        });
+        socket.tcp_info = response.nlas.iter().find_map(|nla| match nla {
+            Nla::TcpInfo(bytes) => TcpInfo::parse(bytes),
             _ => None,
         });
         Some(socket)
@@ -124,7 +152,10 @@ impl DiagSocket {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::{
+        net::{IpAddr, Ipv4Addr},
+        time::Duration,
+    };
 
     use netlink_packet_sock_diag::inet::SocketId;
 
@@ -205,5 +236,45 @@ mod tests {
         );
         assert_eq!(DiagSocket::from_header(&header(0, None)), None);
         assert_eq!(DiagSocket::from_header(&header(99, None)), None);
+    }
+
+    #[test]
+    fn reads_the_cookie_the_timer_and_tcp_info_of_a_reply() {
+        use netlink_packet_sock_diag::inet::InetResponse;
+        use tcp_info::{TimerKind, MIN_TCP_INFO_LEN};
+
+        let mut head = header(1, Some(Timer::Retransmit(Duration::from_millis(1630), 3)));
+        let cookie: u64 = 0x0000_0001_0000_2a2b;
+        let (low, high) = (cookie as u32, (cookie >> 32) as u32);
+        head.socket_id.cookie[..4].copy_from_slice(&low.to_ne_bytes());
+        head.socket_id.cookie[4..].copy_from_slice(&high.to_ne_bytes());
+        let info = TcpInfo {
+            retransmits: 3,
+            backoff: 3,
+            rto_us: 1_600_000,
+            unacked: 2,
+            last_ack_recv_ms: 2_010,
+            total_retrans: 3,
+            ..TcpInfo::default()
+        };
+        let response = |bytes: Vec<u8>| InetResponse {
+            header: head.clone(),
+            nlas: [Nla::TcpInfo(bytes)].into_iter().collect(),
+        };
+        let socket = DiagSocket::from_response(&response(info.to_bytes(232))).unwrap();
+        assert_eq!(socket.cookie, cookie);
+        assert_eq!(
+            socket.timer,
+            Some(ArmedTimer {
+                kind: TimerKind::Retransmit,
+                expires_ms: 1630
+            })
+        );
+        assert_eq!(socket.tcp_info, Some(info));
+        // A struct too short for the fields: no tcp_info, the socket still listed.
+        let short = DiagSocket::from_response(&response(vec![0; MIN_TCP_INFO_LEN - 4])).unwrap();
+        assert_eq!((short.tcp_info, short.cookie), (None, cookie));
+        let plain = DiagSocket::from_header(&header(8, None)).unwrap();
+        assert_eq!((plain.timer, plain.tcp_info, plain.cookie), (None, None, 0));
     }
 }

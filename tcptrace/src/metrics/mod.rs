@@ -83,6 +83,9 @@ pub struct Metrics {
     pub syncookies_sent: IntCounterVec,
     pub syncookies_recv: IntCounterVec,
     pub syncookies_failed: IntCounterVec,
+    pub half_open_suspects: IntGauge,
+    pub half_open_suspects_by_netns: IntGaugeVec,
+    pub half_open_oldest_unanswered: Gauge,
 
     // tcptrace's own health.
     pub events: IntCounterVec,
@@ -261,6 +264,18 @@ impl Metrics {
                 opts("tcptrace_syncookies_failed_total", "ACKs whose SYN cookie did not check out: TcpExt SyncookiesFailed."),
                 &["netns"],
             ))?,
+            half_open_suspects: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_half_open_suspects",
+                "Connections whose kernel has been retransmitting or probing without an answer from the peer for longer than --half-open-after, in every network namespace.",
+            )))?,
+            half_open_suspects_by_netns: register(&r, IntGaugeVec::new(
+                opts("tcptrace_half_open_suspects_by_netns", "Half-open suspects in the network namespaces (inode numbers) with the most; the rest under netns=\"other\"."),
+                &["netns"],
+            ))?,
+            half_open_oldest_unanswered: register(&r, Gauge::with_opts(opts(
+                "tcptrace_half_open_oldest_unanswered_seconds",
+                "How long the longest-waiting half-open suspect has gone without an answer (0 with none).",
+            )))?,
             events: register(&r, IntCounterVec::new(
                 opts("tcptrace_events_total", "Events received from the kernel, by kind."),
                 &["kind"],

@@ -43,8 +43,9 @@ pub struct EventRecorder {
     listener_series: [SeriesSet; 4],
     /// Namespaces with their own listen counter series.
     listen_counter_namespaces: HashSet<u32>,
-    /// How many namespaces get their own TIME_WAIT and listen counter series, and how
-    /// many listening addresses their own listener series (`--top-remotes`).
+    half_open_namespaces: SeriesSet,
+    /// How many namespaces get their own TIME_WAIT, listen counter and half-open series,
+    /// and how many listening addresses their own listener series (`--top-remotes`).
     top_remotes: usize,
 }
 
@@ -84,6 +85,7 @@ impl EventRecorder {
             port_pressure: SeriesSet::default(),
             listener_series: Default::default(),
             listen_counter_namespaces: HashSet::new(),
+            half_open_namespaces: SeriesSet::default(),
             top_remotes: DEFAULT_TOP_NAMESPACES,
         }
     }
@@ -317,6 +319,21 @@ impl EventRecorder {
         if let Some(range) = tw.port_range {
             m.port_range_size.set(i64::from(range.size()));
         }
+
+        let ho = &report.half_open;
+        m.half_open_suspects.set(ho.count as i64);
+        m.half_open_oldest_unanswered
+            .set(ho.oldest_unanswered_seconds);
+        let shown: u64 = ho.namespaces.iter().take(top).map(|n| n.suspects).sum();
+        let rest = (ho.count as u64).saturating_sub(shown);
+        self.half_open_namespaces.replace(
+            &m.half_open_suspects_by_netns,
+            ho.namespaces
+                .iter()
+                .take(top)
+                .map(|n| (vec![n.netns.to_string()], n.suspects as i64))
+                .chain((rest > 0).then(|| (vec![OTHER.to_owned()], rest as i64))),
+        );
     }
 
     /// The per-listener gauges: the top K listening addresses and `other`.

@@ -330,6 +330,9 @@ fn a_flood_of_remote_endpoints_keeps_the_series_at_the_cap() {
             request: false,
             timewait: true,
             cgroup_id: None,
+            cookie: 0,
+            timer: None,
+            tcp_info: None,
         })
         .collect();
     let dumps = [NamespaceDump {
@@ -743,4 +746,105 @@ fn listener_health_metrics_take_exact_values_within_the_cap() {
         Some(4.0)
     );
     assert_eq!(series(&text, "tcptrace_listener_accept_queue"), 3);
+}
+
+#[test]
+fn half_open_suspects_count_exactly_per_namespace_with_a_cap() {
+    use crate::{
+        clock::WallClock,
+        detect::{HalfOpenDetector, HalfOpenReport},
+        diag::{
+            netns::NamespaceDump,
+            owners::OwnerCache,
+            tcp_info::{ArmedTimer, TcpInfo, TimerKind},
+            DiagSocket,
+        },
+    };
+    const SECOND: u64 = 1_000_000_000;
+    // A socket after n timeouts of a 200 ms RTO (now 200 ms · 2^n), the next due now:
+    // proven waiting 200 ms · (2^(n+1) - 1), its peer silent for 10 minutes.
+    let rtx = |port: u16, retransmits: u8| DiagSocket {
+        state: Established,
+        local: SocketAddr::from(([10, 1, 1, 1], port)),
+        remote: "10.1.1.2:5432".parse().unwrap(),
+        inode: u32::from(port),
+        uid: 0,
+        recv_queue: 0,
+        send_queue: 0,
+        request: false,
+        timewait: false,
+        cgroup_id: None,
+        cookie: u64::from(port),
+        timer: Some(ArmedTimer {
+            kind: TimerKind::Retransmit,
+            expires_ms: 0,
+        }),
+        tcp_info: Some(TcpInfo {
+            retransmits,
+            backoff: retransmits,
+            rto_us: 200_000 << retransmits,
+            unacked: 1,
+            last_ack_recv_ms: 600_000,
+            total_retrans: u32::from(retransmits),
+            ..TcpInfo::default()
+        }),
+    };
+    // Namespace 3 has three suspects, 1 has two and an idle socket, 2 has one and one
+    // that is not yet (one timeout: 0.6 s proven).
+    let mut idle = rtx(1, 0);
+    idle.timer = None;
+    let dump = |netns, sockets: Vec<DiagSocket>| NamespaceDump {
+        netns,
+        sockets,
+        port_range: None,
+        listen_counters: None,
+    };
+    let dumps = [
+        dump(1, vec![rtx(40001, 4), rtx(40002, 5), idle]),
+        dump(2, vec![rtx(40001, 6), rtx(40003, 1)]),
+        dump(3, vec![rtx(40001, 4), rtx(40002, 4), rtx(40003, 4)]),
+    ];
+    let mut detector = HalfOpenDetector::default();
+    let suspects = detector.pass(std::iter::empty(), &dumps, 1000 * SECOND, 2 * SECOND);
+    let report = LeakReport {
+        half_open: HalfOpenReport::new(
+            &suspects,
+            &OwnerCache::default(),
+            &mut |_| None,
+            2.0,
+            WallClock::new(),
+        ),
+        ..LeakReport::default()
+    };
+    // Two namespaces get their own series (--top-remotes 2), the third is "other".
+    let mut recorder = recorder().with_top_namespaces(2);
+    recorder.record_leaks(&report);
+    let text = recorder.metrics().render();
+    assert_eq!(sample(&text, "tcptrace_half_open_suspects", ""), Some(6.0));
+    let by_netns = |netns: &str| {
+        sample(
+            &text,
+            "tcptrace_half_open_suspects_by_netns",
+            &format!("netns=\"{netns}\""),
+        )
+    };
+    assert_eq!(by_netns("3"), Some(3.0));
+    assert_eq!(by_netns("1"), Some(2.0));
+    assert_eq!(by_netns("other"), Some(1.0));
+    assert_eq!(series(&text, "tcptrace_half_open_suspects_by_netns"), 3);
+    // 6 timeouts: 200 ms · 127.
+    assert_eq!(
+        sample(&text, "tcptrace_half_open_oldest_unanswered_seconds", ""),
+        Some(25.4)
+    );
+
+    // The peers answered: every series goes to 0 or away.
+    recorder.record_leaks(&LeakReport::default());
+    let text = recorder.metrics().render();
+    assert_eq!(sample(&text, "tcptrace_half_open_suspects", ""), Some(0.0));
+    assert_eq!(series(&text, "tcptrace_half_open_suspects_by_netns"), 0);
+    assert_eq!(
+        sample(&text, "tcptrace_half_open_oldest_unanswered_seconds", ""),
+        Some(0.0)
+    );
 }
