@@ -92,10 +92,12 @@ pub struct Event {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CloseDetails {
-    /// `tcp_sock.bytes_acked`: bytes the peer acknowledged (RFC 4898
-    /// tcpEStatsAppHCThruOctetsAcked), so without the SYN and FIN.
+    /// `tcp_sock.bytes_acked`: sequence space the peer acknowledged (RFC 4898
+    /// tcpEStatsAppHCThruOctetsAcked): the data, and an active opener's SYN and this
+    /// end's FIN once acknowledged, one each.
     pub bytes_acked: u64,
-    /// `tcp_sock.bytes_received`: bytes received in order (tcpEStatsAppHCThruOctetsReceived).
+    /// `tcp_sock.bytes_received`: sequence space received in order
+    /// (tcpEStatsAppHCThruOctetsReceived): the data, and the peer's FIN once it arrived.
     pub bytes_received: u64,
     /// `tcp_sock.segs_out`: segments sent, retransmits and pure ACKs included.
     pub segs_out: u32,
@@ -117,10 +119,9 @@ pub struct CloseDetails {
     pub retransmits: u8,
     /// `icsk_probes_out`: keepalive or zero-window probes unanswered.
     pub probes_out: u8,
-    /// `icsk_backoff`: how many times the RTO was doubled.
-    pub backoff: u8,
     /// [`close_flags`]: whether the fields were read, whether the peer's FIN arrived.
     pub flags: u8,
+    pub _pad0: u8,
     /// `sock.sk_err_soft`: an ICMP error seen but not (yet) fatal, e.g. while the
     /// socket was locked by a non-blocking connect(). `SO_ERROR` reads and clears it.
     pub sk_err_soft: i32,
@@ -151,8 +152,8 @@ impl CloseDetails {
         unacked: 0,
         retransmits: 0,
         probes_out: 0,
-        backoff: 0,
         flags: 0,
+        _pad0: 0,
         sk_err_soft: 0,
         _pad: 0,
     };
@@ -232,8 +233,6 @@ pub struct KernelOffsets {
     pub icsk_retransmits: u32,
     /// `struct tcp_sock`: `inet_conn.icsk_probes_out` (u8).
     pub icsk_probes_out: u32,
-    /// `struct tcp_sock`: `inet_conn.icsk_backoff` (u8).
-    pub icsk_backoff: u32,
     /// `struct tcp_sock`: `snd_una` (u32).
     pub tcp_snd_una: u32,
     /// `struct tcp_sock`: `write_seq` (u32).
@@ -244,7 +243,7 @@ pub struct KernelOffsets {
     pub sock_done_bit: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 92);
+const _: () = assert!(size_of::<KernelOffsets>() == 88);
 
 /// Which kernel reads the programs make, a load-time setting (`KERNEL_READS`). Only
 /// the benchmark turns any off: it measures what each costs per event.

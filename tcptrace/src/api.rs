@@ -289,7 +289,7 @@ pub fn closed(
                             last.entered_ns.saturating_sub(first.entered_ns) as f64 / 1e9
                         },
                     ),
-                    carried: c.closed_with,
+                    carried: c.closed_with.as_deref().copied(),
                 }
             })
             .collect(),

@@ -95,8 +95,10 @@ pub struct TraceArgs {
     pub ring_buffer_bytes: u32,
 
     /// For the benchmark, which prices each kernel read per event: `socket` leaves out
-    /// the close details, `none` the socket's namespace and cgroup too. Answers are
-    /// incomplete without them, so it is not shown in --help.
+    /// the close details, `none` the socket's namespace and cgroup too (then `--netns`
+    /// and `--cgroup` cannot work). Only in a build with the `bench-hooks` feature,
+    /// never in the release binary.
+    #[cfg(feature = "bench-hooks")]
     #[arg(long, hide = true, default_value = "all", value_parser = ["all", "socket", "none"])]
     pub kernel_reads: String,
 
@@ -240,12 +242,22 @@ impl TraceArgs {
                 netns: self.netns.as_ref().map(|n| n.inum),
             },
             ring_buffer_bytes: self.ring_buffer_bytes,
-            kernel_reads: match self.kernel_reads.as_str() {
-                "none" => 0,
-                "socket" => reads::SOCKET_CONTEXT,
-                _ => reads::ALL,
-            },
+            kernel_reads: self.kernel_reads(),
         }
+    }
+
+    #[cfg(feature = "bench-hooks")]
+    fn kernel_reads(&self) -> u8 {
+        match self.kernel_reads.as_str() {
+            "none" => 0,
+            "socket" => reads::SOCKET_CONTEXT,
+            _ => reads::ALL,
+        }
+    }
+
+    #[cfg(not(feature = "bench-hooks"))]
+    fn kernel_reads(&self) -> u8 {
+        reads::ALL
     }
 }
 

@@ -104,7 +104,6 @@ fn close_stats(raw: &CloseDetails) -> Option<SocketAtClose> {
         soft_error: raw.sk_err_soft,
         timeouts: raw.retransmits,
         probes: raw.probes_out,
-        backoff: raw.backoff,
     })
 }
 

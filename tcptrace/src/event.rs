@@ -59,8 +59,6 @@ pub struct SocketAtClose {
     pub timeouts: u8,
     /// Keepalive or zero-window probes unanswered (`icsk_probes_out`).
     pub probes: u8,
-    /// Times the RTO was doubled (`icsk_backoff`).
-    pub backoff: u8,
 }
 
 /// Serializes an errno as its name (`"ETIMEDOUT"`), null for none.
@@ -89,6 +87,8 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
         libc::EHOSTDOWN => "EHOSTDOWN",
         libc::EHOSTUNREACH => "EHOSTUNREACH",
         libc::EPROTO => "EPROTO",
+        libc::EACCES => "EACCES",
+        libc::ENONET => "ENONET",
         libc::ENOPROTOOPT => "ENOPROTOOPT",
         libc::EMSGSIZE => "EMSGSIZE",
         _ => "other",

@@ -64,6 +64,9 @@ pub struct Engine {
     time_wait: TimeWaitReport,
     half_open: HalfOpenDetector,
     suspects: Vec<HalfOpenSuspect>,
+    /// The reports changed between passes (suspects ended): published at the next tick,
+    /// once, however many batches changed them.
+    republish: bool,
     /// Each tracked connection's timer and `tcp_info` at the last dump
     /// (`/api/connections`), and when that dump began.
     kernel: KernelViews,
@@ -105,6 +108,7 @@ impl Engine {
             time_wait: TimeWaitReport::default(),
             half_open: HalfOpenDetector::default(),
             suspects: Vec::new(),
+            republish: false,
             kernel: KernelViews::default(),
             leaks,
             listener_levels: Vec::new(),
@@ -157,9 +161,9 @@ impl Engine {
                 }
             }
         }
-        // A suspect that ended is no longer one: said now, not at the next pass.
+        // A suspect that ended is no longer one: said within a tick, not at the next pass.
         if half_open::forget_ended(&mut self.suspects, &ended) {
-            self.publish(monotonic_now_ns());
+            self.republish = true;
         }
         Ok(())
     }
@@ -340,6 +344,9 @@ impl Engine {
         crate::fault::maybe_panic(crate::fault::Point::Engine);
         self.recorder
             .record_table(&self.tracker, kernel, decode_errors);
+        if std::mem::take(&mut self.republish) {
+            self.publish(monotonic_now_ns());
+        }
         let (warned_at_total, last) = self.lost_warned;
         let due = last.is_none_or(|at| at.elapsed() >= LOSS_WARNING_EVERY);
         if kernel.lost > warned_at_total && due {

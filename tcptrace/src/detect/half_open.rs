@@ -328,11 +328,14 @@ pub fn forget_ended(suspects: &mut Vec<HalfOpenSuspect>, ended: &[SocketKey]) ->
     if ended.is_empty() {
         return false;
     }
+    let ended: std::collections::HashSet<&SocketKey> = ended.iter().collect();
     let before = suspects.len();
     suspects.retain(|s| {
-        !ended
-            .iter()
-            .any(|k| k.netns == s.netns && k.local == s.local && k.remote == s.remote)
+        !ended.contains(&SocketKey {
+            netns: s.netns,
+            local: s.local,
+            remote: s.remote,
+        })
     });
     suspects.len() != before
 }

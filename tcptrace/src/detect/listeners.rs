@@ -250,13 +250,16 @@ pub struct NamespaceListens {
 #[derive(Debug, Default)]
 pub struct ListenCounterHistory {
     last: HashMap<u32, ListenCounters>,
+    /// Namespaces the previous pass did not find: gone if this one does not either
+    /// (one pass can miss a namespace that is there, as the tracker knows).
+    missed: HashSet<u32>,
 }
 
 impl ListenCounterHistory {
     /// The counters of each namespace of this pass and what they gained since the
     /// previous one: the first sample of a namespace is its baseline. A namespace that
-    /// is neither dumped nor `unreadable` (exists, could not be dumped) is gone: its
-    /// baseline is forgotten, and it is in the second list.
+    /// two passes in a row neither dumped nor found `unreadable` (exists, could not be
+    /// dumped) is gone: its baseline is forgotten, and it is in the second list.
     pub fn update(
         &mut self,
         dumps: &[NamespaceDump],
@@ -283,14 +286,22 @@ impl ListenCounterHistory {
             .map(|d| d.netns)
             .chain(unreadable.iter().copied())
             .collect();
-        let mut gone: Vec<u32> = self
+        let missing: HashSet<u32> = self
             .last
             .keys()
             .copied()
             .filter(|netns| !present.contains(netns))
             .collect();
+        let missed_before = std::mem::replace(&mut self.missed, missing);
+        let mut gone: Vec<u32> = self
+            .missed
+            .iter()
+            .copied()
+            .filter(|netns| missed_before.contains(netns))
+            .collect();
         gone.sort_unstable();
-        self.last.retain(|netns, _| present.contains(netns));
+        self.last.retain(|netns, _| !gone.contains(netns));
+        self.missed.retain(|netns| !gone.contains(netns));
         (namespaces, gone)
     }
 }

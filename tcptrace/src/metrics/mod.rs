@@ -173,7 +173,7 @@ impl Metrics {
                 &["reason"],
             ))?,
             connection_seconds: register(&r, HistogramVec::new(
-                histogram("tcptrace_connection_duration_seconds", "Life of a finished connection, from its open (connect or accept) to CLOSE; connections first seen mid-life are left out.", LIFE_BUCKETS),
+                histogram("tcptrace_connection_duration_seconds", "Life of a finished connection, from its open (connect or accept) to CLOSE; connections first seen mid-life, and those whose CLOSE was lost (vanished), are left out.", LIFE_BUCKETS),
                 &["direction"],
             ))?,
             close_rtt_seconds: register(&r, HistogramVec::new(
@@ -181,11 +181,11 @@ impl Metrics {
                 &["direction"],
             ))?,
             bytes_sent: register(&r, IntCounterVec::new(
-                opts("tcptrace_connection_sent_bytes_total", "Bytes finished connections sent that the peer acknowledged (tcp_sock.bytes_acked), counted at close."),
+                opts("tcptrace_connection_sent_bytes_total", "Bytes finished connections sent that the peer acknowledged (tcp_sock.bytes_acked less the SYN and FIN it counts), counted at close."),
                 &["direction"],
             ))?,
             bytes_received: register(&r, IntCounterVec::new(
-                opts("tcptrace_connection_received_bytes_total", "Bytes finished connections received in order (tcp_sock.bytes_received), counted at close."),
+                opts("tcptrace_connection_received_bytes_total", "Bytes finished connections received in order (tcp_sock.bytes_received less the peer's FIN), counted at close."),
                 &["direction"],
             ))?,
             close_wait_stuck: register(&r, IntGauge::with_opts(opts(

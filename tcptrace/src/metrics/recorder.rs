@@ -182,7 +182,7 @@ impl EventRecorder {
                 .inc();
         }
         let direction = conn.direction.label();
-        if conn.direction != Direction::Unknown {
+        if conn.direction != Direction::Unknown && !conn.vanished {
             if let (Some(first), Some(last)) = (conn.steps.first(), conn.steps.last()) {
                 let seconds = last.entered_ns.saturating_sub(first.entered_ns) as f64 / 1e9;
                 m.connection_seconds

@@ -681,7 +681,12 @@ fn listener_health_metrics_take_exact_values_within_the_cap() {
         Some(2.0)
     );
 
-    // b is gone: its series and place go, and d takes the place.
+    // b is missed once (nothing moves), then again: gone. Its series and place go, and
+    // d takes the place.
+    pass(
+        &mut recorder,
+        &dumps(false, [(115, 136), (0, 0), (9, 9), (4, 5)]),
+    );
     let text = pass(
         &mut recorder,
         &dumps(false, [(120, 141), (0, 0), (9, 9), (10, 11)]),

@@ -111,7 +111,7 @@ struct Field {
     slot: fn(&mut KernelOffsets) -> &mut u32,
 }
 
-const FIELDS: [Field; 22] = [
+const FIELDS: [Field; 21] = [
     Field {
         label: "skc_state",
         outer: "sock",
@@ -237,13 +237,6 @@ const FIELDS: [Field; 22] = [
         path: &["inet_conn", "icsk_probes_out"],
         needed_for: "telling a keepalive timeout from a retransmission timeout",
         slot: |o| &mut o.icsk_probes_out,
-    },
-    Field {
-        label: "icsk_backoff",
-        outer: "tcp_sock",
-        path: &["inet_conn", "icsk_backoff"],
-        needed_for: "the RTO backoff at close",
-        slot: |o| &mut o.icsk_backoff,
     },
     Field {
         label: "snd_una",
@@ -599,7 +592,6 @@ mod tests {
                 minmax_sample_v: 4,
                 icsk_retransmits: 1249,
                 icsk_probes_out: 1253,
-                icsk_backoff: 1251,
                 tcp_snd_una: 1672,
                 tcp_write_seq: 1576,
                 sock_flags: 96,
@@ -611,7 +603,7 @@ mod tests {
             "skc_state 18, skc_net 48, ns.inum 176, sk_cgrp_data 672, cgroup.kn 256, \
              kernfs_node.id 96, sk_err 284, sk_err_soft 372, bytes_acked 1824, bytes_received 1752, \
              segs_out 1536, segs_in 1760, total_retrans 2200, srtt_us 1680, rtt_min 1496, \
-             minmax_sample.v 4, icsk_retransmits 1249, icsk_probes_out 1253, icsk_backoff 1251, \
+             minmax_sample.v 4, icsk_retransmits 1249, icsk_probes_out 1253, \
              snd_una 1672, write_seq 1576, skc_flags 96, SOCK_DONE bit 1"
         );
     }

@@ -43,8 +43,12 @@ pub struct CloseStats {
     pub timeouts: u8,
     /// Keepalive or zero-window probes unanswered (`icsk_probes_out`).
     pub probes: u8,
-    /// Times the RTO was doubled (`icsk_backoff`).
-    pub backoff: u8,
+    /// This end was the active opener and the peer acknowledged its SYN.
+    #[serde(skip)]
+    pub syn_acked: bool,
+    /// This end's FIN was sent and not acknowledged.
+    #[serde(skip)]
+    pub fin_pending: bool,
 }
 
 impl CloseStats {
@@ -60,10 +64,12 @@ impl CloseStats {
         // The active opener's SYN is the first sequence number acknowledged.
         let syn_sent = conn.direction == Direction::Active;
         let syn_acked = syn_sent && kernel.bytes_acked > 0;
+        // FIN_WAIT2 too: a connection first seen there (or moved there by a reconcile
+        // after a lost FIN_WAIT1) sent its FIN.
         let fin_sent = conn.steps.iter().any(|s| {
             matches!(
                 s.state,
-                TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing
+                TcpState::FinWait1 | TcpState::FinWait2 | TcpState::LastAck | TcpState::Closing
             )
         });
         // The FIN is the last sequence number written: acknowledged iff all was.
@@ -86,7 +92,8 @@ impl CloseStats {
             soft_error: kernel.soft_error,
             timeouts: kernel.timeouts,
             probes: kernel.probes,
-            backoff: kernel.backoff,
+            syn_acked,
+            fin_pending: fin_sent && !fin_acked,
         }
     }
 }

@@ -157,7 +157,7 @@ fn a_handshake_fails_by_timeout_refusal_icmp_or_the_application_giving_up() {
         let life = classify(&conn);
         assert_eq!(ConnectFailure::of(&conn, &life), Some(failure));
         // The SYN was never acknowledged: nothing was sent, nothing lost.
-        let carried = conn.closed_with.unwrap();
+        let carried = *conn.closed_with.clone().unwrap();
         assert_eq!((carried.bytes_sent, carried.unacked_bytes), (0, 0));
     }
 }
@@ -242,7 +242,7 @@ fn an_orderly_close_is_not_a_failure_whatever_it_carried() {
     ]);
     let conn = run(&mut t, &events);
     assert_eq!(close_of(&conn), Some(CloseKind::ActiveClose));
-    let carried = conn.closed_with.unwrap();
+    let carried = *conn.closed_with.clone().unwrap();
     assert_eq!((carried.bytes_sent, carried.bytes_received), (1_000, 300));
     assert_eq!(carried.srtt_us, 42);
     assert_eq!(ConnectFailure::of(&conn, &classify(&conn)), None);
@@ -270,7 +270,7 @@ fn the_passive_end_counts_neither_handshake_segment_but_both_fins() {
             close,
         ],
     );
-    let carried = conn.closed_with.unwrap();
+    let carried = *conn.closed_with.clone().unwrap();
     assert_eq!((carried.bytes_sent, carried.bytes_received), (300, 1_000));
 }
 
@@ -295,7 +295,7 @@ fn bytes_never_acknowledged_are_counted_without_the_fin_that_followed_them() {
         ),
     ]);
     let conn = run(&mut t, &events);
-    let carried = conn.closed_with.unwrap();
+    let carried = *conn.closed_with.clone().unwrap();
     assert_eq!((carried.bytes_sent, carried.unacked_bytes), (100, 500));
     assert_eq!(close_of(&conn), Some(CloseKind::TimedOut));
 }
@@ -347,6 +347,169 @@ fn a_connecting_socket_gets_its_port_from_a_syn_retransmit_or_the_dump_never_van
         ),
         2 * MS,
     );
-    assert_eq!(report.closed, 0, "{report:?}");
+    assert_eq!((report.closed, report.added), (0, 0), "{report:?}");
     assert_eq!(t.live().next().unwrap().local, addr(portless));
+}
+
+#[test]
+fn a_port_is_never_taken_from_a_dump_older_than_the_connection_and_an_event_corrects_a_guess() {
+    let portless = "127.0.0.1:0";
+    let opening = |sk, ms| {
+        event(
+            sk,
+            ms,
+            EventKind::StateChange {
+                old: Close,
+                new: SynSent,
+            },
+            portless,
+            SERVER,
+            100,
+        )
+    };
+    let established = |sk, ms, local: &str| {
+        event(
+            sk,
+            ms,
+            EventKind::StateChange {
+                old: SynSent,
+                new: Established,
+            },
+            local,
+            SERVER,
+            0,
+        )
+    };
+    // Opened after the dump began: the dump's connecting socket is another one.
+    let mut t = tracker();
+    t.apply(&opening(1, 5));
+    t.reconcile(
+        &snapshot(&[kernel_socket(SynSent, "127.0.0.1:40001", SERVER)], MS),
+        6 * MS,
+    );
+    assert_eq!(t.live().filter(|c| c.id.skaddr == 1).count(), 1);
+    assert_eq!(
+        t.live().find(|c| c.id.skaddr == 1).unwrap().local,
+        addr(portless),
+        "not the dump's port"
+    );
+    t.apply(&established(1, 7, "127.0.0.1:40002"));
+    assert_eq!(
+        t.live().find(|c| c.id.skaddr == 1).unwrap().local,
+        addr("127.0.0.1:40002")
+    );
+
+    // Older than the dump, the only candidate, yet not that socket: its next event
+    // says its own port, and the key follows.
+    let mut t = tracker();
+    t.apply(&opening(1, 0));
+    t.reconcile(
+        &snapshot(&[kernel_socket(SynSent, "127.0.0.1:40001", SERVER)], MS),
+        2 * MS,
+    );
+    t.apply(&established(1, 3, "127.0.0.1:40002"));
+    let conn = t.live().find(|c| c.id.skaddr == 1).unwrap();
+    assert_eq!(conn.local, addr("127.0.0.1:40002"));
+    let key = conn.key();
+    // The index follows the key: its partner lookups and removal find it.
+    let closed = {
+        let mut e = client(1, 9, Established, Close);
+        e.local = addr("127.0.0.1:40002");
+        t.apply(&e);
+        t.finished().next_back().unwrap().clone()
+    };
+    assert_eq!(closed.key(), key);
+    assert_eq!(t.live().filter(|c| c.id.skaddr == 1).count(), 0);
+}
+
+#[test]
+fn a_zero_window_probe_timeout_is_a_timeout_not_a_keepalive() {
+    let mut t = tracker();
+    let mut events = ESTABLISHED(1).to_vec();
+    // tcp_probe_timer(): probes out, no retransmission timeouts, data queued.
+    events.push(client_close(
+        1,
+        9000,
+        Established,
+        SocketAtClose {
+            error: libc::ETIMEDOUT,
+            probes: 15,
+            unacked: 500,
+            bytes_acked: 1,
+            ..SocketAtClose::default()
+        },
+    ));
+    let conn = run(&mut t, &events);
+    assert_eq!(close_of(&conn), Some(CloseKind::TimedOut));
+}
+
+#[test]
+fn any_icmp_error_a_handshake_dies_of_is_unreachable() {
+    // EACCES: ICMPv6 administratively prohibited, what a firewall's reject sends.
+    for errno in [libc::EACCES, libc::ENONET, libc::EPROTO, libc::ENETDOWN] {
+        let mut t = tracker();
+        let conn = run(
+            &mut t,
+            &[
+                client(1, 0, Close, SynSent),
+                client_close(
+                    1,
+                    1,
+                    SynSent,
+                    SocketAtClose {
+                        error: errno,
+                        ..SocketAtClose::default()
+                    },
+                ),
+            ],
+        );
+        assert_eq!(
+            close_of(&conn),
+            Some(CloseKind::Unreachable),
+            "errno {errno}"
+        );
+    }
+}
+
+#[test]
+fn a_connection_first_seen_in_fin_wait2_does_not_count_its_fin_as_data() {
+    let mut t = tracker();
+    t.reconcile(
+        &snapshot(&[kernel_socket(FinWait2, CLIENT, SERVER)], MS),
+        2 * MS,
+    );
+    let mut close = client(1, 10, FinWait2, Close);
+    close.close = Some(SocketAtClose {
+        // 300 bytes and its FIN, acknowledged.
+        bytes_acked: 301,
+        ..SocketAtClose::default()
+    });
+    let conn = run(&mut t, &[close]);
+    assert_eq!(conn.closed_with.as_ref().unwrap().bytes_sent, 300);
+}
+
+#[test]
+fn a_lost_handshake_event_does_not_make_a_data_timeout_a_syn_timeout() {
+    let mut t = tracker();
+    let conn = run(
+        &mut t,
+        &[
+            client(1, 0, Close, SynSent),
+            // SYN_SENT→ESTABLISHED lost; the SYN was acknowledged, data was not.
+            client_close(
+                1,
+                5000,
+                SynSent,
+                SocketAtClose {
+                    error: libc::ETIMEDOUT,
+                    timeouts: 5,
+                    bytes_acked: 1,
+                    unacked: 100,
+                    ..SocketAtClose::default()
+                },
+            ),
+        ],
+    );
+    assert_eq!(close_of(&conn), Some(CloseKind::TimedOut));
+    assert_eq!(ConnectFailure::of(&conn, &classify(&conn)), None);
 }

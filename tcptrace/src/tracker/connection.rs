@@ -135,7 +135,8 @@ pub struct Connection {
     pub illegal: Vec<(TcpState, TcpState)>,
     pub last_activity_ns: u64,
     /// What it carried and the error it ended with, read by the kernel at →CLOSE.
-    pub closed_with: Option<CloseStats>,
+    /// Boxed: only finished connections have it, and live ones are most of the table.
+    pub closed_with: Option<Box<CloseStats>>,
 }
 
 impl Connection {

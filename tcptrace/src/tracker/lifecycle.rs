@@ -35,8 +35,9 @@ pub enum CloseKind {
     TimedOut,
     /// The keepalive timer's probes went unanswered: the peer is gone.
     KeepaliveTimeout,
-    /// An ICMP unreachable ended it (host, network, or a reject rule), during the
-    /// handshake or as the cause behind a retransmission timeout.
+    /// An ICMP error ended it (host or network unreachable, or administratively
+    /// prohibited: a firewall's reject), during the handshake or as the cause behind a
+    /// retransmission timeout.
     Unreachable,
     /// Ended before ESTABLISHED without a RST or an error: the application gave up
     /// (closed a connecting socket), or the kernel did not say why.
@@ -112,32 +113,52 @@ fn state_before_close(conn: &Connection) -> Option<TcpState> {
     (n >= 2 && conn.steps[n - 1].state == Close).then(|| conn.steps[n - 2].state)
 }
 
+/// The errors an ICMP message leaves (`icmp_err_convert[]`, net/ipv4/icmp.c; `icmpv6_err_convert()`):
+/// host or network unreachable or down, administratively prohibited (EACCES: a
+/// firewall's reject), host isolated, protocol unreachable, parameter problem. In the
+/// handshake any of them ends the socket (`tcp_v4_err()`); later they are soft, and a
+/// retransmission timeout reports the one it saw (`tcp_write_err()`).
+fn icmp_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::ENETDOWN
+            | libc::EACCES
+            | libc::ENONET
+            | libc::ENOPROTOOPT
+            | libc::EPROTO
+    )
+}
+
 /// Why the kernel ended the connection, from the error it left in the socket, when
-/// that error is a timeout or an unreachable peer. Both come from `tcp_write_err()`
-/// (net/ipv4/tcp_timer.c: `sk_err_soft` — an ICMP error seen while retransmitting — or
-/// else ETIMEDOUT) or, in the handshake, straight from the ICMP handler
-/// (`tcp_v4_err()`). The keepalive timer gives up with no data outstanding, so with no
-/// retransmission timeouts counted but its probes out (`tcp_keepalive_timer()`); the
-/// retransmission timer gives up with `icsk_retransmits` > 0.
+/// that error is a timeout, an ICMP error or a RST. Timeouts and ICMP errors come from
+/// `tcp_write_err()` (net/ipv4/tcp_timer.c: `sk_err_soft` — an ICMP error seen while
+/// retransmitting — or else ETIMEDOUT) or, in the handshake, straight from the ICMP
+/// handler. The keepalive timer probes only with nothing unacknowledged
+/// (`tcp_keepalive_timer()`: no `packets_out`, an empty write queue), so it gives up with
+/// its probes out and no data or FIN outstanding; the zero-window probe timer gives up
+/// with probes out too but data queued, and the retransmission timer with
+/// `icsk_retransmits` > 0: both are data that could not be delivered, `timed_out`.
 ///
 /// A non-blocking connect() can meet its ICMP error while it still holds the socket
 /// lock: then the error is only soft (`sk_err_soft`), the kernel does not end the
 /// socket, and the application closes it; unless it read the error with `SO_ERROR`
 /// (which clears it), the soft error still names the cause.
 fn kernel_cause(stats: &CloseStats, established: bool) -> Option<CloseKind> {
-    let unreachable = |errno| {
-        matches!(
-            errno,
-            libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN
-        )
-    };
-    if stats.error == 0 && !established && unreachable(stats.soft_error) {
+    if stats.error == 0 && !established && icmp_error(stats.soft_error) {
         return Some(CloseKind::Unreachable);
     }
     match stats.error {
-        errno if unreachable(errno) => Some(CloseKind::Unreachable),
+        errno if icmp_error(errno) => Some(CloseKind::Unreachable),
         libc::ETIMEDOUT if !established => Some(CloseKind::SynTimeout),
-        libc::ETIMEDOUT if stats.timeouts == 0 && stats.probes > 0 => {
+        libc::ETIMEDOUT
+            if stats.timeouts == 0
+                && stats.probes > 0
+                && stats.unacked_bytes == 0
+                && !stats.fin_pending =>
+        {
             Some(CloseKind::KeepaliveTimeout)
         }
         libc::ETIMEDOUT => Some(CloseKind::TimedOut),
@@ -150,7 +171,11 @@ fn kernel_cause(stats: &CloseStats, established: bool) -> Option<CloseKind> {
 
 pub fn classify(conn: &Connection) -> Lifecycle {
     let has = |kind| conn.marks.iter().any(|m| m.kind == kind);
-    let established = entered(conn, Established) || conn.seen_since_start;
+    // An active opener whose SYN was acknowledged got through its handshake even if
+    // the event that says so was lost.
+    let established = entered(conn, Established)
+        || conn.seen_since_start
+        || conn.closed_with.as_ref().is_some_and(|c| c.syn_acked);
     let before_close = state_before_close(conn);
     // A FIN_WAIT2/CLOSING → CLOSE without a RST is the hand-over to a timewait socket
     // (net/ipv4/tcp_minisocks.c: tcp_time_wait()).
@@ -286,7 +311,8 @@ impl ConnectFailure {
     /// The failure a finished connection's classification names, if it never got
     /// through its handshake. Connections first seen mid-life got through it.
     pub fn of(conn: &Connection, lifecycle: &Lifecycle) -> Option<ConnectFailure> {
-        if conn.seen_since_start || entered(conn, Established) {
+        let syn_acked = conn.closed_with.as_ref().is_some_and(|c| c.syn_acked);
+        if conn.seen_since_start || entered(conn, Established) || syn_acked {
             return None;
         }
         Some(match lifecycle.close? {

@@ -115,29 +115,46 @@ impl Tracker {
         let missed_before = std::mem::replace(&mut self.missed_namespaces, missed);
         let gone = |netns: u32| snapshot.misses(netns) && missed_before.contains(&netns);
         // connect() fires CLOSE→SYN_SENT before the source port is chosen: a
-        // connection still without it is the dump's connecting socket with the rest of
-        // its key, when there is just one.
+        // connection still without it, unchanged since before the dump, is the dump's
+        // one connecting socket with the rest of its key that no other tracked
+        // connection is, when it is the only such connection. (A port guessed wrong
+        // is corrected by the socket's next event, which carries it.)
+        let known_keys: Set<SocketKey> = self
+            .live()
+            .map(Connection::key)
+            .chain(self.finished.iter().map(Connection::key))
+            .collect();
         let mut connecting: Map<Portless, Vec<SocketAddr>> = Map::default();
         for s in snapshot
             .sockets
             .iter()
             .filter(|s| s.state == TcpState::SynSent)
         {
-            connecting
-                .entry(portless(&s.key))
-                .or_default()
-                .push(s.key.local);
+            let candidates = connecting.entry(portless(&s.key)).or_default();
+            if !known_keys.contains(&s.key) {
+                candidates.push(s.key.local);
+            }
         }
-        let learnable: Vec<(u64, SocketAddr)> = self
-            .bound()
-            .filter(|c| c.local.port() == 0)
-            .filter_map(|c| match connecting.get(&portless(&c.key()))?.as_slice() {
-                [only] => Some((c.id.skaddr, *only)),
-                _ => None,
+        let mut portless_tracked: Map<Portless, Vec<u64>> = Map::default();
+        for c in self.bound().filter(|c| c.local.port() == 0) {
+            if c.last_activity_ns < started_ns {
+                portless_tracked
+                    .entry(portless(&c.key()))
+                    .or_default()
+                    .push(c.id.skaddr);
+            }
+        }
+        let learnable: Vec<(u64, SocketAddr)> = portless_tracked
+            .iter()
+            .filter_map(|(key, tracked)| {
+                match (tracked.as_slice(), connecting.get(key)?.as_slice()) {
+                    ([skaddr], [local]) => Some((*skaddr, *local)),
+                    _ => None,
+                }
             })
             .collect();
         for (skaddr, local) in learnable {
-            self.learn_port(skaddr, local);
+            self.learn_port(skaddr, local, false);
         }
         let present: Map<SocketKey, TcpState> = snapshot
             .sockets

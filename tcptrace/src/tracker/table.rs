@@ -195,16 +195,23 @@ impl Tracker {
     /// connect() fires CLOSE→SYN_SENT before the source port is chosen: the first
     /// event that carries it (a SYN retransmit, SYN_SENT→ESTABLISHED), or the dump,
     /// completes the key. Indexed then by that key, which `remove_live` looks up; a
-    /// seeded entry with it was this socket seen by sock_diag.
-    pub(super) fn learn_port(&mut self, skaddr: u64, local: SocketAddr) {
+    /// seeded entry with it was this socket seen by sock_diag. An event's own socket
+    /// address is the truth (a socket's port never changes once chosen): it also
+    /// corrects a port the dump gave (`from_event`).
+    pub(super) fn learn_port(&mut self, skaddr: u64, local: SocketAddr, from_event: bool) {
         let Some(conn) = self.live.get_mut(&skaddr) else {
             return;
         };
-        if conn.local.port() != 0 || local.port() == 0 {
+        let wrong = from_event && conn.local != local && conn.local.ip() == local.ip();
+        if local.port() == 0 || !(conn.local.port() == 0 || wrong) {
             return;
         }
+        let old = self.key_hasher.hash_one(conn.key());
         conn.local = local;
         let key = conn.key();
+        if self.live_by_key.get(&old) == Some(&skaddr) {
+            self.live_by_key.remove(&old);
+        }
         self.unbound.remove(&key);
         let hash = self.hash_key(key);
         self.live_by_key.insert(hash, skaddr);
@@ -269,7 +276,9 @@ impl Tracker {
     }
 
     fn mark(&mut self, event: &TcpEvent, kind: MarkKind, state: Option<TcpState>) -> Applied {
-        self.learn_port(event.skaddr, event.local);
+        // A RST's addresses may be the segment's, not the socket's: only fill a gap.
+        let own_addresses = matches!(kind, MarkKind::Retransmit | MarkKind::RetransmitFailed);
+        self.learn_port(event.skaddr, event.local, own_addresses);
         // An abort reports its RST right after →CLOSE (tcp_disconnect() sets CLOSE
         // first): such a mark belongs to the connection that just finished.
         let just_finished = |c: &&mut Connection| {
@@ -334,7 +343,7 @@ impl Tracker {
                 unknown_opened = true;
             }
         }
-        self.learn_port(event.skaddr, event.local);
+        self.learn_port(event.skaddr, event.local, true);
         let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
         let mut applied = Applied {
             opened: opening.or(unknown_opened.then_some(Direction::Unknown)),
@@ -365,7 +374,10 @@ impl Tracker {
         applied.owner = conn.owner;
         if new == Close {
             let mut conn = self.remove_live(event.skaddr).expect("present");
-            conn.closed_with = event.close.as_ref().map(|k| CloseStats::of(&conn, k));
+            conn.closed_with = event
+                .close
+                .as_ref()
+                .map(|k| Box::new(CloseStats::of(&conn, k)));
             self.retire(conn);
             applied.finished = true;
         }

@@ -58,6 +58,14 @@ impl Tracer {
         matches!(self, Tracer::BpftraceCount | Tracer::BpftracePrint)
     }
 
+    /// A tcptrace row with fewer kernel reads (needs the `bench-hooks` build).
+    pub fn prices_reads(self) -> bool {
+        matches!(
+            self,
+            Tracer::TcptraceReadsNone | Tracer::TcptraceReadsSocket
+        )
+    }
+
     /// `tcptrace serve`, whatever it reads in the kernel.
     pub fn is_tcptrace(self) -> bool {
         self.kernel_reads().is_some()
@@ -158,10 +166,13 @@ pub fn start(
     let (child, output, http) = match tracer {
         Tracer::None => return Ok(None),
         _ if tracer.is_tcptrace() => {
-            let reads = tracer.kernel_reads().unwrap_or("all");
+            let reads: &[&str] = match tracer.kernel_reads() {
+                Some(reads) if tracer.prices_reads() => &["--kernel-reads", reads],
+                _ => &[],
+            };
             let mut child = Command::new(tcptrace)
                 .args(["serve", "--listen", "127.0.0.1:0", "-P", &port.to_string()])
-                .args(["--kernel-reads", reads])
+                .args(reads)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
