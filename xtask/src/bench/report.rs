@@ -205,8 +205,8 @@ pub fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -
          connections {load} for {duration} per run, in a network namespace the benchmark \
          creates. Each connection makes 10 state changes. The tracers run one at a time, \
          interleaved (baseline, tcptrace, tcptrace with the kernel reads of before issues \
-         10 and 11 — the hidden `--kernel-reads none|socket`, which prices each read per \
-         event —, bpftrace counting, bpftrace printing, then again), \
+         10 and 11 — `--kernel-reads none|socket`, a flag only a `bench-hooks` build has, \
+         which prices each read per event —, bpftrace counting, bpftrace printing, then again), \
          {reps} repetitions; each cell is the median (min–max) over them. Every tracer \
          filters on the load's port in the kernel. The ratio compares a run with the \
          baseline of the same repetition. CPU is the tracer process's user + system time \

@@ -71,7 +71,7 @@ impl Tracer {
         self.kernel_reads().is_some()
     }
 
-    /// The hidden `--kernel-reads` of a tcptrace row.
+    /// The `--kernel-reads` of a tcptrace row (a flag of the `bench-hooks` build).
     fn kernel_reads(self) -> Option<&'static str> {
         match self {
             Tracer::Tcptrace => Some("all"),
