@@ -191,15 +191,15 @@ pub fn connection(
     id: u64,
     resolve: Resolve<'_>,
 ) -> Option<serde_json::Value> {
-    let live = tracker.live().find(|c| c.id.generation == id);
-    let conn = live.or_else(|| tracker.finished().find(|c| c.id.generation == id))?;
+    let conn = tracker.by_id(id)?;
+    let live = !conn.is_finished();
     let mut value = timeline::json_value(conn, tracker.partner(conn));
     let workload = serde_json::to_value(workload(conn.cgroup_id, resolve));
     if let Some(object) = value.as_object_mut() {
         if let Ok(serde_json::Value::Object(workload)) = workload {
             object.extend(workload);
         }
-        if live.is_some() {
+        if live {
             let view = kernel.views.get(&conn.id.generation);
             object.insert(
                 "kernel".into(),

@@ -8,7 +8,7 @@ use crate::{
     diag::netstat::ListenCounters,
     event::{Comm, EventKind, TcpEvent},
     state::TcpState,
-    tracker::Owner,
+    tracker::{Applied, Owner},
 };
 
 /// The column header of the human table.
@@ -97,15 +97,15 @@ struct JsonEvent<'a> {
     netns: u32,
     /// The socket's own cgroup v2 id (its creator's, whatever task was on the CPU).
     sock_cgroup_id: u64,
-    skaddr: String,
+    /// The connection it belongs to (`/api/connections/{id}`); none for a listener's
+    /// or a RST sent without a socket. The kernel's socket address never leaves the
+    /// process: it would defeat KASLR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection: Option<u64>,
 }
 
-pub fn json_line(
-    clock: WallClock,
-    event: &TcpEvent,
-    owner: Option<Owner>,
-    time_in_old_state_ns: Option<u64>,
-) -> String {
+pub fn json_line(clock: WallClock, event: &TcpEvent, applied: &Applied) -> String {
+    let (owner, time_in_old_state_ns) = (applied.owner, applied.time_in_old_state_ns);
     let (pid, comm, cgroup_id, reliable) = who(event, owner);
     let (old_state, new_state, state, err) = match event.kind {
         EventKind::StateChange { old, new } => (Some(old), Some(new), None, None),
@@ -137,7 +137,7 @@ pub fn json_line(
         pid_reliable: reliable,
         netns: event.netns,
         sock_cgroup_id: event.sock_cgroup_id,
-        skaddr: format!("{:#x}", event.skaddr),
+        connection: applied.conn.map(|id| id.generation),
     };
     serde_json::to_string(&line).expect("plain data serializes")
 }
@@ -205,7 +205,10 @@ mod tests {
     use tcptrace_common::kind;
 
     use super::*;
-    use crate::decode::{decode_event, testing::raw_v4};
+    use crate::{
+        decode::{decode_event, testing::raw_v4},
+        tracker::ConnId,
+    };
 
     fn event(kind: u8, old: u8, new: u8) -> TcpEvent {
         decode_event(&raw_v4(kind, old, new)).unwrap()
@@ -257,12 +260,16 @@ mod tests {
             comm: Comm(*b"server\0\0\0\0\0\0\0\0\0\0"),
             cgroup_id: 3,
         };
-        let line = json_line(
-            clock,
-            &event(kind::STATE_CHANGE, 1, 8),
-            Some(owner),
-            Some(5),
-        );
+        let applied = Applied {
+            conn: Some(ConnId {
+                skaddr: 0xffff_8880_1234_5678,
+                generation: 17,
+            }),
+            owner: Some(owner),
+            time_in_old_state_ns: Some(5),
+            ..Applied::default()
+        };
+        let line = json_line(clock, &event(kind::STATE_CHANGE, 1, 8), &applied);
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["event"], "state_change");
         assert_eq!(value["old_state"], "ESTABLISHED");
@@ -278,6 +285,12 @@ mod tests {
         assert_eq!(value["time_in_old_state_ns"], 5);
         assert!(value["time"].as_str().unwrap().ends_with('Z'));
         assert!(value.get("err").is_none());
+        // The connection by its opaque id; the kernel's address nowhere.
+        assert_eq!(value["connection"], 17);
+        assert!(value.get("skaddr").is_none());
+        assert!(
+            !line.contains("ffff8880") && !line.contains(&0xffff_8880_1234_5678_u64.to_string())
+        );
     }
 
     #[test]

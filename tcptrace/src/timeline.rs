@@ -1,15 +1,18 @@
 //! How `watch --timelines` prints a finished connection: its story on one line, and for
 //! two ends on this host, the textbook sequence diagram.
 
+use std::net::SocketAddr;
+
 use serde::Serialize;
 
 use crate::{
+    api::OwnerView,
     clock::human_duration,
     state::TcpState::{self, *},
     tracker::{
         classify, close_shape,
         CloseKind::{KeepaliveTimeout, SynTimeout, TimedOut, Unreachable},
-        CloseShape, Connection, Lifecycle,
+        CloseShape, CloseStats, Connection, Direction, Lifecycle, Mark, Step,
     },
 };
 
@@ -257,13 +260,30 @@ fn entered_first(a: &Connection, b: &Connection, state: TcpState) -> bool {
     }
 }
 
+/// A connection's timeline as JSON shows it: a view, not the tracker's struct, so that
+/// nothing internal leaves the process (the kernel's socket address least of all: it
+/// would defeat KASLR). Connections are named by their opaque id.
 #[derive(Serialize)]
 struct JsonTimeline<'a> {
-    #[serde(flatten)]
-    connection: &'a Connection,
+    /// For `/api/connections/{id}`: unique for the daemon's life.
+    id: u64,
+    netns: u32,
+    cgroup_id: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    direction: Direction,
+    owner: Option<OwnerView>,
+    steps: &'a [Step],
+    marks: &'a [Mark],
+    retransmits: u32,
+    seen_since_start: bool,
+    vanished: bool,
+    illegal: &'a [(TcpState, TcpState)],
+    closed_with: Option<&'a CloseStats>,
     lifecycle: Lifecycle,
+    /// The other end's id, when it is on this host too.
     #[serde(skip_serializing_if = "Option::is_none")]
-    peer: Option<crate::tracker::ConnId>,
+    peer: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     close_shape: Option<CloseShape>,
 }
@@ -284,9 +304,22 @@ pub fn json_value(conn: &Connection, partner: Option<&Connection>) -> serde_json
         }
     });
     serde_json::to_value(JsonTimeline {
-        connection: conn,
+        id: conn.id.generation,
+        netns: conn.netns,
+        cgroup_id: conn.cgroup_id,
+        local: conn.local,
+        remote: conn.remote,
+        direction: conn.direction,
+        owner: conn.owner.map(OwnerView::from),
+        steps: &conn.steps,
+        marks: &conn.marks,
+        retransmits: conn.retransmits,
+        seen_since_start: conn.seen_since_start,
+        vanished: conn.vanished,
+        illegal: &conn.illegal,
+        closed_with: conn.closed_with.as_deref(),
         lifecycle: classify(conn),
-        peer: partner.map(|p| p.id),
+        peer: partner.map(|p| p.id.generation),
         close_shape,
     })
     .expect("plain data serializes")
@@ -375,7 +408,8 @@ mod tests {
         assert_eq!(value["lifecycle"]["time_wait"], true);
         assert_eq!(value["lifecycle"]["direction"], "active");
         assert_eq!(value["close_shape"], "four_way");
-        assert_eq!(value["peer"]["skaddr"], 2);
+        assert_eq!(value["peer"], 2);
+        assert!(value.get("skaddr").is_none() && value["id"].is_u64());
         assert_eq!(value["steps"][1]["state"], "SYN_SENT");
     }
 }

@@ -36,7 +36,7 @@ impl Sink for Printer<'_> {
         }
         let (clock, owner, took) = (self.clock, applied.owner, applied.time_in_old_state_ns);
         let line = if self.args.json {
-            output::json_line(clock, event, owner, took)
+            output::json_line(clock, event, applied)
         } else {
             output::human_line(clock, event, owner, took)
         };

@@ -32,8 +32,10 @@ impl SocketKey {
 }
 
 /// A connection's identity: the socket address plus a generation number unique in this
-/// daemon's lifetime, so that a reused skaddr starts a new connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// daemon's lifetime, so that a reused skaddr starts a new connection. Internal: outputs
+/// name a connection by its generation alone (the kernel's address never leaves the
+/// process), so this does not serialize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     pub skaddr: u64,
     pub generation: u64,
@@ -110,7 +112,9 @@ pub const MAX_MARKS: usize = 16;
 /// Timelines keep at most this many steps; a legal TCP life has at most 7.
 pub const MAX_STEPS: usize = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The tracker's record of one connection. Outputs use views of it (`timeline`,
+/// `api`), never this struct: it holds the kernel's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection {
     pub id: ConnId,
     /// The socket's network namespace (inode number; 0 when the kernel side could not

@@ -10,7 +10,8 @@ pub(super) struct FinishedRing {
     capacity: usize,
     /// Sequence number of `entries[0]`; entry `i` has `first_seq + i`.
     first_seq: u64,
-    by_id: super::Map<ConnId, u64>,
+    /// By generation, which is unique for the daemon's life.
+    by_id: super::Map<u64, u64>,
     /// The latest finished connection with each namespace and 4-tuple (tuples recur
     /// across generations: a port is reused after TIME_WAIT).
     by_key: super::Map<SocketKey, u64>,
@@ -33,14 +34,14 @@ impl FinishedRing {
         }
         if self.entries.len() == self.capacity {
             let oldest = self.entries.pop_front().expect("full");
-            self.by_id.remove(&oldest.id);
+            self.by_id.remove(&oldest.id.generation);
             if self.by_key.get(&oldest.key()) == Some(&self.first_seq) {
                 self.by_key.remove(&oldest.key());
             }
             self.first_seq += 1;
         }
         let seq = self.first_seq + self.entries.len() as u64;
-        self.by_id.insert(conn.id, seq);
+        self.by_id.insert(conn.id.generation, seq);
         self.by_key.insert(conn.key(), seq);
         self.entries.push_back(conn);
     }
@@ -51,7 +52,11 @@ impl FinishedRing {
     }
 
     pub fn by_id(&self, id: ConnId) -> Option<&Connection> {
-        self.at(*self.by_id.get(&id)?)
+        self.by_generation(id.generation).filter(|c| c.id == id)
+    }
+
+    pub fn by_generation(&self, generation: u64) -> Option<&Connection> {
+        self.at(*self.by_id.get(&generation)?)
     }
 
     pub fn by_key(&self, key: SocketKey) -> Option<&Connection> {

@@ -189,7 +189,7 @@ impl Tracker {
             .into_iter()
             .filter_map(|sk| self.remove_live(sk))
             .collect();
-        vanished.extend(gone_unbound.iter().filter_map(|k| self.unbound.remove(k)));
+        vanished.extend(gone_unbound.iter().filter_map(|k| self.remove_unbound(k)));
         let mut report = ReconcileReport {
             closed: vanished.len() as u64,
             closed_with_namespace: vanished.iter().filter(|c| gone(c.netns)).count() as u64,
@@ -252,7 +252,7 @@ impl Tracker {
                 self.new_connection(0, socket.key, Direction::Unknown, socket.state, now_ns);
             conn.seen_since_start = true;
             conn.cgroup_id = socket.cgroup_id;
-            self.unbound.insert(socket.key, conn);
+            self.insert_unbound(conn);
             report.added += 1;
         }
         report

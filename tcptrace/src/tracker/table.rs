@@ -83,7 +83,12 @@ pub struct Tracker {
     key_hasher: foldhash::fast::RandomState,
     /// Connections seen by sock_diag but not yet by an event: no kernel address yet,
     /// keyed by namespace and 4-tuple until their next transition names their skaddr.
+    /// Change it only through `insert_unbound` and `remove_unbound`.
     pub(super) unbound: Map<SocketKey, Connection>,
+    /// The opaque ids outputs name connections by (their generation), to where they
+    /// are: the skaddr of a live one, the key of an unbound one. 16 bytes a live one.
+    live_ids: Map<u64, u64>,
+    unbound_ids: Map<u64, SocketKey>,
     listeners: Map<u64, Listener>,
     /// The namespace each routable local address was last seen in, from opening events:
     /// where to look for the other end of a connection between two namespaces.
@@ -105,6 +110,8 @@ impl Tracker {
             live_by_key: Map::default(),
             key_hasher: Default::default(),
             unbound: Map::default(),
+            live_ids: Map::default(),
+            unbound_ids: Map::default(),
             listeners: Map::default(),
             address_owners: Map::default(),
             missed_namespaces: Set::default(),
@@ -184,12 +191,38 @@ impl Tracker {
         self.finished.by_id(id)
     }
 
+    /// A live or recently finished connection by its opaque id (its generation),
+    /// through the indexes: never a scan.
+    pub fn by_id(&self, generation: u64) -> Option<&Connection> {
+        self.live_ids
+            .get(&generation)
+            .and_then(|skaddr| self.live.get(skaddr))
+            .or_else(|| self.unbound.get(self.unbound_ids.get(&generation)?))
+            .filter(|c| c.id.generation == generation)
+            .or_else(|| self.finished.by_generation(generation))
+    }
+
     pub(super) fn insert_live(&mut self, conn: Connection) -> &mut Connection {
         let skaddr = conn.id.skaddr;
         if conn.local.port() != 0 {
             self.live_by_key.insert(self.hash_key(conn.key()), skaddr);
         }
+        self.live_ids.insert(conn.id.generation, skaddr);
         self.live.entry(skaddr).insert_entry(conn).into_mut()
+    }
+
+    pub(super) fn insert_unbound(&mut self, conn: Connection) {
+        let key = conn.key();
+        self.unbound_ids.insert(conn.id.generation, key);
+        if let Some(replaced) = self.unbound.insert(key, conn) {
+            self.unbound_ids.remove(&replaced.id.generation);
+        }
+    }
+
+    pub(super) fn remove_unbound(&mut self, key: &SocketKey) -> Option<Connection> {
+        let conn = self.unbound.remove(key)?;
+        self.unbound_ids.remove(&conn.id.generation);
+        Some(conn)
     }
 
     /// connect() fires CLOSE→SYN_SENT before the source port is chosen: the first
@@ -212,13 +245,16 @@ impl Tracker {
         if self.live_by_key.get(&old) == Some(&skaddr) {
             self.live_by_key.remove(&old);
         }
-        self.unbound.remove(&key);
+        self.remove_unbound(&key);
         let hash = self.hash_key(key);
         self.live_by_key.insert(hash, skaddr);
     }
 
     pub(super) fn remove_live(&mut self, skaddr: u64) -> Option<Connection> {
         let conn = self.live.remove(&skaddr)?;
+        if self.live_ids.get(&conn.id.generation) == Some(&skaddr) {
+            self.live_ids.remove(&conn.id.generation);
+        }
         let key = self.hash_key(conn.key());
         if self.live_by_key.get(&key) == Some(&skaddr) {
             self.live_by_key.remove(&key);
@@ -245,6 +281,12 @@ impl Tracker {
         let before = self.listeners.len();
         self.listeners.retain(|_, l| !gone(l));
         (before - self.listeners.len()) as u64
+    }
+
+    /// Entries in the id indexes: exactly the live connections.
+    #[cfg(test)]
+    pub(super) fn id_index_len(&self) -> usize {
+        self.live_ids.len() + self.unbound_ids.len()
     }
 
     /// Entries in the key index: never more than live connections.
@@ -330,11 +372,11 @@ impl Tracker {
                 .then(|| self.listener_owner(event.netns, event.local))
                 .flatten();
             // A seeded socket with this key was this one seen a moment early.
-            self.unbound.remove(&key);
+            self.remove_unbound(&key);
             self.learn_address(event.netns, event.local);
             self.open(event, direction, old).owner = inherited;
         } else if !self.live.contains_key(&event.skaddr) {
-            if let Some(mut seeded) = self.unbound.remove(&key) {
+            if let Some(mut seeded) = self.remove_unbound(&key) {
                 // A socket sock_diag showed us: now we know its kernel address.
                 seeded.id.skaddr = event.skaddr;
                 self.insert_live(seeded);
@@ -500,7 +542,7 @@ impl Tracker {
                     self.remove_live(skaddr);
                 }
                 None => {
-                    self.unbound.remove(&key);
+                    self.remove_unbound(&key);
                 }
             }
         }

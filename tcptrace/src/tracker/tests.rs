@@ -610,6 +610,12 @@ mod fuzz {
                 for conn in t.live() {
                     let _ = classify(conn);
                     let _ = t.partner(conn);
+                    // Every live connection is found by its opaque id, through the index.
+                    prop_assert_eq!(t.by_id(conn.id.generation).map(|c| c.id), Some(conn.id));
+                }
+                prop_assert_eq!(t.id_index_len(), t.live_count());
+                for conn in t.finished() {
+                    prop_assert!(t.by_id(conn.id.generation).is_some());
                 }
             }
         }
