@@ -272,6 +272,40 @@ fn read<T>(ctx: &TracePointContext) -> Result<T, i64> {
     })
 }
 
+/// What every event starts from: what happened, to which socket, between which ports.
+struct Head {
+    kind: u8,
+    skaddr: u64,
+    old_state: u8,
+    new_state: u8,
+    family: u16,
+    sport: u16,
+    dport: u16,
+    err: i32,
+}
+
+/// The one emitter the five programs share: the load-time filters, then the event,
+/// its addresses filled by the caller from its own record, pushed by [`submit`].
+#[inline(always)]
+fn emit(head: Head, fill_addrs: impl FnOnce(&mut Event)) {
+    if !wanted(head.family, head.sport, head.dport) {
+        return;
+    }
+    let mut event = Event {
+        kind: head.kind,
+        skaddr: head.skaddr,
+        old_state: head.old_state,
+        new_state: head.new_state,
+        family: head.family,
+        sport: head.sport,
+        dport: head.dport,
+        err: head.err,
+        ..Event::ZERO
+    };
+    fill_addrs(&mut event);
+    submit(event);
+}
+
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let _ = try_inet_sock_set_state(&ctx);
@@ -281,25 +315,22 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let tp: InetSockSetState = read(ctx)?;
     // MPTCP and SCTP fire this tracepoint too.
-    if tp.protocol != IPPROTO_TCP || !wanted(tp.family, tp.sport, tp.dport) {
+    if tp.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let mut event = Event {
+    let head = Head {
         kind: kind::STATE_CHANGE,
         skaddr: tp.skaddr,
         old_state: tp.oldstate as u8,
         new_state: tp.newstate as u8,
+        family: tp.family,
         sport: tp.sport,
         dport: tp.dport,
-        family: tp.family,
-        ..Event::ZERO
+        err: 0,
     };
-    set_addrs(
-        &mut event,
-        (&tp.saddr, &tp.daddr),
-        (&tp.saddr_v6, &tp.daddr_v6),
-    );
-    submit(event);
+    emit(head, |e| {
+        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
+    });
     Ok(())
 }
 
@@ -311,26 +342,19 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), i64> {
     let tp: TcpRetransmitSkb = read(ctx)?;
-    if !wanted(tp.family, tp.sport, tp.dport) {
-        return Ok(());
-    }
-    let mut event = Event {
+    let head = Head {
         kind: kind::RETRANSMIT,
         skaddr: tp.skaddr,
         old_state: tp.state as u8,
         new_state: tp.state as u8,
+        family: tp.family,
         sport: tp.sport,
         dport: tp.dport,
-        family: tp.family,
         err: tp.err,
-        ..Event::ZERO
     };
-    set_addrs(
-        &mut event,
-        (&tp.saddr, &tp.daddr),
-        (&tp.saddr_v6, &tp.daddr_v6),
-    );
-    submit(event);
+    emit(head, |e| {
+        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
+    });
     Ok(())
 }
 
@@ -342,25 +366,19 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 
 fn try_tcp_retransmit_synack(ctx: &TracePointContext) -> Result<(), i64> {
     let tp: TcpRetransmitSynack = read(ctx)?;
-    if !wanted(tp.family, tp.sport, tp.dport) {
-        return Ok(());
-    }
-    let mut event = Event {
+    let head = Head {
         kind: kind::RETRANSMIT_SYNACK,
         skaddr: tp.skaddr,
         old_state: TCP_NEW_SYN_RECV,
         new_state: TCP_NEW_SYN_RECV,
+        family: tp.family,
         sport: tp.sport,
         dport: tp.dport,
-        family: tp.family,
-        ..Event::ZERO
+        err: 0,
     };
-    set_addrs(
-        &mut event,
-        (&tp.saddr, &tp.daddr),
-        (&tp.saddr_v6, &tp.daddr_v6),
-    );
-    submit(event);
+    emit(head, |e| {
+        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
+    });
     Ok(())
 }
 
@@ -383,24 +401,23 @@ fn sockaddr_addr(sa: &SockaddrStorage, out: &mut [u8; 16]) {
 fn try_tcp_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let tp: TcpSendReset = read(ctx)?;
     let family = tp.saddr.family;
-    let sport = u16::from_be(tp.saddr.port_be);
-    let dport = u16::from_be(tp.daddr.port_be);
-    if (family != AF_INET && family != AF_INET6) || !wanted(family, sport, dport) {
+    if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
-    let mut event = Event {
+    let head = Head {
         kind: kind::SEND_RESET,
         skaddr: tp.skaddr,
         old_state: tp.state as u8,
         new_state: tp.state as u8,
-        sport,
-        dport,
         family,
-        ..Event::ZERO
+        sport: u16::from_be(tp.saddr.port_be),
+        dport: u16::from_be(tp.daddr.port_be),
+        err: 0,
     };
-    sockaddr_addr(&tp.saddr, &mut event.saddr);
-    sockaddr_addr(&tp.daddr, &mut event.daddr);
-    submit(event);
+    emit(head, |e| {
+        sockaddr_addr(&tp.saddr, &mut e.saddr);
+        sockaddr_addr(&tp.daddr, &mut e.daddr);
+    });
     Ok(())
 }
 
@@ -412,27 +429,21 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 
 fn try_tcp_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let tp: TcpReceiveReset = read(ctx)?;
-    if !wanted(tp.family, tp.sport, tp.dport) {
-        return Ok(());
-    }
     // Fired from tcp_reset() before tcp_done(), so this is the state the RST hit.
     let state: u8 = kernel_read(tp.skaddr, KERNEL_OFFSETS.load().sock_state).unwrap_or(0);
-    let mut event = Event {
+    let head = Head {
         kind: kind::RECEIVE_RESET,
         skaddr: tp.skaddr,
         old_state: state,
         new_state: state,
+        family: tp.family,
         sport: tp.sport,
         dport: tp.dport,
-        family: tp.family,
-        ..Event::ZERO
+        err: 0,
     };
-    set_addrs(
-        &mut event,
-        (&tp.saddr, &tp.daddr),
-        (&tp.saddr_v6, &tp.daddr_v6),
-    );
-    submit(event);
+    emit(head, |e| {
+        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
+    });
     Ok(())
 }
 
