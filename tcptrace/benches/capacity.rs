@@ -33,7 +33,6 @@ use tcptrace::{
         open_socket, ExtensionFlags,
     },
     metrics::{EventRecorder, Metrics},
-    probe::KernelCounters,
     state::TcpState,
     tracker::Tracker,
 };
@@ -122,7 +121,7 @@ fn render(n: u64) {
     let times: Vec<f64> = (0..21)
         .map(|_| {
             let started = Instant::now();
-            recorder.record_table(&tracker, KernelCounters::default(), 0);
+            recorder.record_table(&tracker);
             let text = metrics.render();
             std::hint::black_box(text);
             started.elapsed().as_secs_f64() * 1e3

@@ -10,7 +10,6 @@ use tcptrace::{
     decode::decode,
     detect::close_wait::find_stuck,
     metrics::{EventRecorder, Metrics},
-    probe::KernelCounters,
     tracker::Tracker,
 };
 
@@ -43,7 +42,7 @@ fn replay(c: &mut Criterion) {
                         recorder.record_finished(conn);
                     }
                 }
-                recorder.record_table(&tracker, KernelCounters::default(), 0);
+                recorder.record_table(&tracker);
                 black_box(find_stuck(tracker.live(), &[], u64::MAX, 1));
                 black_box(tracker.stats())
             },

@@ -185,6 +185,7 @@ impl Engine {
     pub fn seeded(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
         self.scope(&mut dump);
         let report = self.tracker.seed(&dump.snapshot(), monotonic_now_ns());
+        self.recorder.record_vanished(report.closed);
         self.warn_failed(&dump);
         self.detect(&dump, done);
         log::info!(
@@ -206,6 +207,7 @@ impl Engine {
     ) -> io::Result<()> {
         self.scope(&mut dump);
         let report = self.tracker.reconcile(&dump.snapshot(), monotonic_now_ns());
+        self.recorder.record_vanished(report.closed);
         if report.closed_with_namespace > 0 {
             log::info!(
                 "{} connections closed with their network namespace, which is gone",
@@ -340,10 +342,9 @@ impl Engine {
 
     /// Once a second: levels and counters into the metrics; a warning when the kernel
     /// dropped events.
-    pub fn tick(&mut self, kernel: KernelCounters, decode_errors: u64) {
+    pub fn tick(&mut self, kernel: KernelCounters) {
         crate::fault::maybe_panic(crate::fault::Point::Engine);
-        self.recorder
-            .record_table(&self.tracker, kernel, decode_errors);
+        self.recorder.record_table(&self.tracker);
         if std::mem::take(&mut self.republish) {
             self.publish(monotonic_now_ns());
         }

@@ -31,7 +31,7 @@ use crate::{
     diag::cgroup::CgroupResolver,
     event::TcpEvent,
     http,
-    metrics::Metrics,
+    metrics::{Metrics, Sources},
     probe::{spawn_reader, PipelineStats, Probe, PROGRAMS},
     tracker::{Applied, Connection, Tracker},
 };
@@ -148,7 +148,6 @@ pub async fn run(
             .with_label_values(&[spec.program])
             .set(i64::from(attached));
     }
-    metrics.tracked_limit.set(i64::from(config.max_connections));
     let stats = Arc::new(PipelineStats::default());
     let (tx, mut rx) = mpsc::channel(64);
     let reader = spawn_reader(ring, tx, Arc::clone(&stats));
@@ -161,6 +160,13 @@ pub async fn run(
     let (leaks_tx, leaks_rx) = watch::channel(Arc::default());
     let (listeners_tx, listeners_rx) = watch::channel(Arc::default());
     let mut engine = Engine::new(config, Arc::clone(&metrics), leaks_tx, listeners_tx);
+    let kernel = probe.counter_reader();
+    metrics.read_at_scrape(Sources {
+        kernel: Box::new(move || kernel.read().ok()),
+        pipeline: Arc::clone(&stats),
+        tracker: engine.tracker().shared_stats(),
+        table_limit: config.max_connections as u64,
+    })?;
     // After attaching, so that nothing falls between the dump and the first event.
     // Dumps and owner scans report back here.
     let (done_tx, mut done) = mpsc::channel(4);
@@ -242,7 +248,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => match probe.kernel_counters() {
-                Ok(kernel) => engine.tick(kernel, stats.decode_errors.load(Relaxed)),
+                Ok(kernel) => engine.tick(kernel),
                 Err(err) => log::warn!("reading the kernel's counters: {err}"),
             },
             Some(query) = queries.recv() => engine.answer(query),

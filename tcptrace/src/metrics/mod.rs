@@ -8,6 +8,7 @@
 //! No label names a connection.
 
 mod recorder;
+mod scrape;
 mod series;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 pub use recorder::EventRecorder;
+pub use scrape::{ScrapeCollector, Sources};
 pub use series::SeriesSet;
 
 /// Processes that get their own `tcptrace_close_wait_stuck_by_process` series.
@@ -50,7 +52,6 @@ pub struct Metrics {
     // What the connections do.
     pub transitions: IntCounterVec,
     pub connections: IntGaugeVec,
-    pub listeners: IntGauge,
     pub opened: IntCounterVec,
     pub closed: IntCounterVec,
     pub handshake_seconds: HistogramVec,
@@ -89,15 +90,6 @@ pub struct Metrics {
 
     // tcptrace's own health.
     pub events: IntCounterVec,
-    pub events_lost: IntCounter,
-    pub events_unreadable: IntCounter,
-    pub decode_errors: IntCounter,
-    pub tracked: IntGauge,
-    pub tracked_limit: IntGauge,
-    pub evictions: IntCounter,
-    pub gaps: IntCounter,
-    pub illegal_transitions: IntCounter,
-    pub reconcile_corrections: IntCounterVec,
     pub reconcile_seconds: Histogram,
     pub reconcile_failures: IntCounter,
     pub programs_attached: IntGaugeVec,
@@ -140,10 +132,6 @@ impl Metrics {
                 opts("tcptrace_connections", "Tracked connections by current state (TIME_WAIT sockets are counted in tcptrace_time_wait_sockets)."),
                 &["state"],
             ))?,
-            listeners: register(&r, IntGauge::with_opts(opts(
-                "tcptrace_listeners",
-                "Listening sockets seen opening since tcptrace started.",
-            )))?,
             opened: register(&r, IntCounterVec::new(
                 opts("tcptrace_connections_opened_total", "Connections opened: active (connect), passive (accepted) or unknown (first seen mid-life)."),
                 &["direction"],
@@ -280,42 +268,6 @@ impl Metrics {
                 opts("tcptrace_events_total", "Events received from the kernel, by kind."),
                 &["kind"],
             ))?,
-            events_lost: register(&r, IntCounter::with_opts(opts(
-                "tcptrace_events_lost_total",
-                "Events the kernel could not deliver because the ring buffer was full.",
-            )))?,
-            events_unreadable: register(&r, IntCounter::with_opts(opts(
-                "tcptrace_events_unreadable_total",
-                "Tracepoint records the kernel programs could not read.",
-            )))?,
-            decode_errors: register(&r, IntCounter::with_opts(opts(
-                "tcptrace_decode_errors_total",
-                "Ring-buffer records that did not decode (wrong size, kind, family or state).",
-            )))?,
-            tracked: register(&r, IntGauge::with_opts(opts(
-                "tcptrace_tracked_connections",
-                "Connections in the table.",
-            )))?,
-            tracked_limit: register(&r, IntGauge::with_opts(opts(
-                "tcptrace_tracked_connections_limit",
-                "The table's cap (--max-connections).",
-            )))?,
-            evictions: register(&r, IntCounter::with_opts(opts(
-                "tcptrace_evictions_total",
-                "Connections dropped from the full table, least recently active first.",
-            )))?,
-            gaps: register(&r, IntCounter::with_opts(opts(
-                "tcptrace_event_gaps_total",
-                "Transitions whose old state was not the state tracked: an event was missed.",
-            )))?,
-            illegal_transitions: register(&r, IntCounter::with_opts(opts(
-                "tcptrace_illegal_transitions_total",
-                "Transitions the RFC 793 state machine does not allow.",
-            )))?,
-            reconcile_corrections: register(&r, IntCounterVec::new(
-                opts("tcptrace_reconcile_corrections_total", "Corrections the sock_diag reconcile made: closed (gone from the kernel), added (unknown to tcptrace), state (tracked in another state than the kernel's)."),
-                &["kind"],
-            ))?,
             reconcile_seconds: register(&r, Histogram::with_opts(histogram(
                 "tcptrace_reconcile_duration_seconds",
                 "Time to dump every TCP socket with sock_diag.",
@@ -339,6 +291,13 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
+    }
+
+    /// Registers the numbers read where they live, at each scrape (see `scrape.rs`).
+    pub fn read_at_scrape(&self, sources: Sources) -> Result<(), MetricsError> {
+        self.registry
+            .register(Box::new(ScrapeCollector::new(sources)))?;
+        Ok(())
     }
 
     /// The Prometheus text exposition format.

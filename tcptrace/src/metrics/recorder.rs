@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
-use super::{catch_up, Metrics, SeriesSet, MAX_LEAK_PROCESSES, OTHER};
+use super::{Metrics, SeriesSet, MAX_LEAK_PROCESSES, OTHER};
 use crate::{
     detect::{
         close_wait::by_process,
@@ -14,7 +14,6 @@ use crate::{
     },
     diag::netstat::ListenCounters,
     event::{EventKind, TcpEvent},
-    probe::KernelCounters,
     state::TcpState,
     tracker::{classify, Applied, CloseKind, ConnectFailure, Connection, Direction, Tracker},
 };
@@ -205,9 +204,10 @@ impl EventRecorder {
         }
     }
 
-    /// Levels read off the table, and the counters kept by the tracker, the reader
-    /// and the kernel. Once per tick: counting states is O(table).
-    pub fn record_table(&self, tracker: &Tracker, kernel: KernelCounters, decode_errors: u64) {
+    /// Connections by state, read off the table. Once per tick: counting states is
+    /// O(table). (The table's size and the tracker's, the reader's and the kernel's
+    /// counts are read at scrape: `scrape.rs`.)
+    pub fn record_table(&self, tracker: &Tracker) {
         let m = &self.metrics;
         let mut by_state = [0i64; STATES];
         for conn in tracker.live() {
@@ -226,32 +226,16 @@ impl EventRecorder {
                     .set(by_state[state_index(state)]);
             }
         }
-        m.listeners.set(tracker.listeners().count() as i64);
-        m.tracked.set(tracker.live_count() as i64);
-        let stats = tracker.stats();
-        catch_up(&m.evictions, stats.evictions);
-        catch_up(&m.gaps, stats.gaps);
-        catch_up(&m.illegal_transitions, stats.illegal_transitions);
-        catch_up(
-            &m.reconcile_corrections.with_label_values(&["closed"]),
-            stats.reconcile_closed,
-        );
-        catch_up(
-            &m.reconcile_corrections.with_label_values(&["added"]),
-            stats.reconcile_added,
-        );
-        catch_up(
-            &m.reconcile_corrections.with_label_values(&["state"]),
-            stats.reconcile_state_fixed,
-        );
-        // Connections a reconcile found gone ended without an event to count them.
-        catch_up(
-            &m.closed.with_label_values(&[CloseKind::Vanished.label()]),
-            stats.reconcile_closed,
-        );
-        catch_up(&m.events_lost, kernel.lost);
-        catch_up(&m.events_unreadable, kernel.read_errors);
-        catch_up(&m.decode_errors, decode_errors);
+    }
+
+    /// Connections a reconcile found gone: they ended without an event to count them.
+    pub fn record_vanished(&self, closed: u64) {
+        if closed > 0 {
+            self.metrics
+                .closed
+                .with_label_values(&[CloseKind::Vanished.label()])
+                .inc_by(closed);
+        }
     }
 
     /// The detectors' findings.

@@ -69,14 +69,27 @@ fn a_client_and_server_lifecycle_counts_exactly() {
             recorder.record_finished(tracker.finished_by_id(applied.conn.unwrap()).unwrap());
         }
     }
-    recorder.record_table(
-        &tracker,
-        KernelCounters {
-            lost: 7,
-            read_errors: 1,
-        },
-        2,
-    );
+    recorder.record_table(&tracker);
+    // The kernel's, the reader's and the tracker's own counts, read at scrape.
+    let kernel = std::sync::Mutex::new(KernelCounters {
+        lost: 7,
+        read_errors: 1,
+    });
+    let kernel = Arc::new(kernel);
+    let read = Arc::clone(&kernel);
+    let pipeline = Arc::new(crate::probe::PipelineStats::default());
+    pipeline
+        .decode_errors
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    recorder
+        .metrics()
+        .read_at_scrape(Sources {
+            kernel: Box::new(move || Some(*read.lock().unwrap())),
+            pipeline,
+            tracker: tracker.shared_stats(),
+            table_limit: 16,
+        })
+        .unwrap();
     let text = recorder.metrics().render();
     let t = |from, to| {
         sample(
@@ -159,22 +172,16 @@ fn a_client_and_server_lifecycle_counts_exactly() {
         ),
         Some(1.0)
     );
-    // Catching up twice to the same total adds nothing.
-    recorder.record_table(
-        &tracker,
-        KernelCounters {
-            lost: 7,
-            read_errors: 1,
-        },
-        2,
-    );
     assert_eq!(
-        sample(
-            &recorder.metrics().render(),
-            "tcptrace_events_lost_total",
-            ""
-        ),
-        Some(7.0)
+        sample(&text, "tcptrace_tracked_connections_limit", ""),
+        Some(16.0)
+    );
+    // Each scrape reads the kernel's number as it is now: counted once, never copied.
+    kernel.lock().unwrap().lost = 9;
+    let rescraped = recorder.metrics().render();
+    assert_eq!(
+        sample(&rescraped, "tcptrace_events_lost_total", ""),
+        Some(9.0)
     );
 }
 

@@ -1,5 +1,7 @@
 //! Loading the embedded object, setting its filters, attaching its programs.
 
+use std::sync::Arc;
+
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
@@ -63,8 +65,30 @@ pub const PROGRAMS: [TracepointSpec; 5] = [
 /// (aya closes the link and program file descriptors).
 pub struct Probe {
     _ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
+    counters: KernelCounterReader,
     attached: Vec<&'static str>,
+}
+
+/// Reads the kernel side's per-CPU counters: shared with the metrics, which read them
+/// at each scrape.
+#[derive(Clone)]
+pub struct KernelCounterReader(Arc<PerCpuArray<MapData, u64>>);
+
+impl KernelCounterReader {
+    /// Sums the kernel's per-CPU counters.
+    pub fn read(&self) -> Result<KernelCounters, ProbeError> {
+        let sum = |index: u32| -> Result<u64, ProbeError> {
+            let values = self.0.get(&index, 0).map_err(|source| ProbeError::Map {
+                name: "COUNTERS",
+                source,
+            })?;
+            Ok(values.iter().sum())
+        };
+        Ok(KernelCounters {
+            lost: sum(counter::LOST)?,
+            read_errors: sum(counter::READ_ERRORS)?,
+        })
+    }
 }
 
 /// Totals of the kernel side's per-CPU counters.
@@ -178,7 +202,7 @@ impl Probe {
         Ok((
             Probe {
                 _ebpf: ebpf,
-                counters,
+                counters: KernelCounterReader(Arc::new(counters)),
                 attached,
             },
             ring,
@@ -192,20 +216,12 @@ impl Probe {
 
     /// Sums the kernel's per-CPU counters.
     pub fn kernel_counters(&self) -> Result<KernelCounters, ProbeError> {
-        let sum = |index: u32| -> Result<u64, ProbeError> {
-            let values = self
-                .counters
-                .get(&index, 0)
-                .map_err(|source| ProbeError::Map {
-                    name: "COUNTERS",
-                    source,
-                })?;
-            Ok(values.iter().sum())
-        };
-        Ok(KernelCounters {
-            lost: sum(counter::LOST)?,
-            read_errors: sum(counter::READ_ERRORS)?,
-        })
+        self.counters.read()
+    }
+
+    /// A reader of the same counters, for the metrics.
+    pub fn counter_reader(&self) -> KernelCounterReader {
+        self.counters.clone()
     }
 }
 

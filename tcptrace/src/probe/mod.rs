@@ -14,7 +14,7 @@ pub use btf::{
     describe_offsets, kernel_offsets, resolve_offsets, BtfError, FieldError, VMLINUX_BTF,
 };
 pub use config::{Family, FilterError, KernelFilter, ProbeConfig, DEFAULT_RING_BUFFER_BYTES};
-pub use loader::{KernelCounters, Probe, TracepointSpec, PROGRAMS};
+pub use loader::{KernelCounterReader, KernelCounters, Probe, TracepointSpec, PROGRAMS};
 pub use privileges::{effective_capabilities, missing_capabilities};
 pub use reader::{spawn_reader, EventBatch, PipelineStats, DRAIN_EVERY};
 

@@ -13,6 +13,7 @@ mod finished;
 mod lifecycle;
 mod reconcile;
 mod rfc793;
+mod stats;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -26,4 +27,5 @@ pub use carried::CloseStats;
 pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step};
 pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, ConnectFailure, Lifecycle};
 pub use reconcile::{KernelSocket, ReconcileReport, Snapshot};
-pub use table::{Applied, Listener, Tracker, TrackerStats};
+pub use stats::{SharedStats, TrackerStats};
+pub use table::{Applied, Listener, Tracker};

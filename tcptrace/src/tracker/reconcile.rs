@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     connection::{Connection, Direction, SocketKey},
-    Map, Set, Tracker,
+    stats, Map, Set, Tracker,
 };
 use crate::state::TcpState;
 
@@ -84,9 +84,9 @@ impl Tracker {
     /// (its age is unknown).
     pub fn seed(&mut self, snapshot: &Snapshot, now_ns: u64) -> ReconcileReport {
         let report = self.compare(snapshot, now_ns);
-        self.stats.seeded += report.added;
-        self.stats.reconcile_closed += report.closed;
-        self.stats.reconcile_state_fixed += report.state_fixed;
+        stats::add(&self.stats.seeded, report.added);
+        stats::add(&self.stats.reconcile_closed, report.closed);
+        stats::add(&self.stats.reconcile_state_fixed, report.state_fixed);
         report
     }
 
@@ -96,9 +96,9 @@ impl Tracker {
     /// pass started is left alone: the event is newer than the dump.
     pub fn reconcile(&mut self, snapshot: &Snapshot, now_ns: u64) -> ReconcileReport {
         let report = self.compare(snapshot, now_ns);
-        self.stats.reconcile_added += report.added;
-        self.stats.reconcile_closed += report.closed;
-        self.stats.reconcile_state_fixed += report.state_fixed;
+        stats::add(&self.stats.reconcile_added, report.added);
+        stats::add(&self.stats.reconcile_closed, report.closed);
+        stats::add(&self.stats.reconcile_state_fixed, report.state_fixed);
         report
     }
 
@@ -255,6 +255,7 @@ impl Tracker {
             self.insert_unbound(conn);
             report.added += 1;
         }
+        self.sizes_changed();
         report
     }
 }

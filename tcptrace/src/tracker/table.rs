@@ -3,6 +3,7 @@
 use std::{
     hash::BuildHasher as _,
     net::{IpAddr, SocketAddr},
+    sync::{atomic::Ordering::Relaxed, Arc},
 };
 
 use serde::Serialize;
@@ -10,7 +11,9 @@ use serde::Serialize;
 use super::{
     connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step},
     finished::FinishedRing,
-    rfc793, CloseStats, Map, Set,
+    rfc793,
+    stats::{self, SharedStats, TrackerStats},
+    CloseStats, Map, Set,
 };
 use crate::{
     event::{EventKind, TcpEvent},
@@ -35,27 +38,6 @@ pub struct Listener {
     pub local: SocketAddr,
     pub owner: Option<Owner>,
     pub since_ns: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TrackerStats {
-    /// Live connections dropped to stay under the cap.
-    pub evictions: u64,
-    /// Transitions the state machine does not allow.
-    pub illegal_transitions: u64,
-    /// Transitions whose old state was not the state we had: an event was lost.
-    pub gaps: u64,
-    pub opened: u64,
-    pub finished: u64,
-    /// Sockets found by the startup sock_diag dump.
-    pub seeded: u64,
-    /// Connections a reconcile found gone (their →CLOSE event was lost).
-    pub reconcile_closed: u64,
-    /// Sockets a reconcile found that no event had shown (their opening was lost).
-    pub reconcile_added: u64,
-    /// Connections a reconcile found in another state than tracked (a transition was
-    /// lost): moved to the kernel's state.
-    pub reconcile_state_fixed: u64,
 }
 
 /// What applying one event did.
@@ -98,7 +80,7 @@ pub struct Tracker {
     pub(super) finished: FinishedRing,
     pub(super) max_connections: usize,
     next_generation: u64,
-    pub(super) stats: TrackerStats,
+    pub(super) stats: Arc<SharedStats>,
 }
 
 impl Tracker {
@@ -118,12 +100,27 @@ impl Tracker {
             finished: FinishedRing::new(max_finished),
             max_connections: max_connections.max(1),
             next_generation: 1,
-            stats: TrackerStats::default(),
+            stats: Arc::default(),
         }
     }
 
     pub fn stats(&self) -> TrackerStats {
+        self.stats.snapshot()
+    }
+
+    /// The counts as they change, for the metrics to read at scrape.
+    pub fn shared_stats(&self) -> Arc<SharedStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Keeps the table's sizes in the shared counts: after every change of `live`,
+    /// `unbound` or `listeners`.
+    pub(super) fn sizes_changed(&self) {
+        let live = (self.live.len() + self.unbound.len()) as u64;
+        self.stats.live.store(live, Relaxed);
         self.stats
+            .listeners
+            .store(self.listeners.len() as u64, Relaxed);
     }
 
     /// Live connections, those known only from sock_diag included.
@@ -300,6 +297,12 @@ impl Tracker {
     }
 
     pub fn apply(&mut self, event: &TcpEvent) -> Applied {
+        let applied = self.apply_kind(event);
+        self.sizes_changed();
+        applied
+    }
+
+    fn apply_kind(&mut self, event: &TcpEvent) -> Applied {
         match event.kind {
             EventKind::StateChange { old, new } => self.apply_transition(event, old, new),
             EventKind::Retransmit { state, err } => {
@@ -364,7 +367,7 @@ impl Tracker {
             // Any entry still at this address belongs to a freed socket whose →CLOSE
             // we missed.
             if let Some(stale) = self.remove_live(event.skaddr) {
-                self.stats.gaps += 1;
+                stats::add(&self.stats.gaps, 1);
                 self.retire(stale);
             }
             // An accepted socket belongs to whoever listens on its port.
@@ -399,10 +402,10 @@ impl Tracker {
                 applied.time_in_old_state_ns = Some(ts.saturating_sub(conn.state_since_ns()));
             }
         } else {
-            self.stats.gaps += 1;
+            stats::add(&self.stats.gaps, 1);
         }
         if !rfc793::allowed(old, new) {
-            self.stats.illegal_transitions += 1;
+            stats::add(&self.stats.illegal_transitions, 1);
             conn.illegal.push((old, new));
         }
         if conn.owner.is_none() && event.task_is_owner() {
@@ -438,7 +441,7 @@ impl Tracker {
                 },
             );
             if old != TcpState::Close {
-                self.stats.illegal_transitions += 1;
+                stats::add(&self.stats.illegal_transitions, 1);
             }
             return Applied {
                 owner: self.listeners[&event.skaddr].owner,
@@ -468,7 +471,7 @@ impl Tracker {
     /// Inserts a new connection first seen in `first_state`, evicting if full.
     fn open(&mut self, event: &TcpEvent, direction: Direction, first: TcpState) -> &mut Connection {
         self.make_room();
-        self.stats.opened += 1;
+        stats::add(&self.stats.opened, 1);
         let mut conn =
             self.new_connection(event.skaddr, event.key(), direction, first, event.ts_ns);
         conn.cgroup_id = event.sock_cgroup_id;
@@ -546,11 +549,11 @@ impl Tracker {
                 }
             }
         }
-        self.stats.evictions += batch as u64;
+        stats::add(&self.stats.evictions, batch as u64);
     }
 
     pub(super) fn retire(&mut self, conn: Connection) {
-        self.stats.finished += 1;
+        stats::add(&self.stats.finished, 1);
         self.finished.push(conn);
     }
 }
