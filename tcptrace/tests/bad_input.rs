@@ -62,10 +62,9 @@ fn host_has_tracefs() -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn doctor_passes_here_and_fails_on_a_taken_port() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     // With tracefs mounted, as after `tcptrace` mounted it once (in a private mount
     // namespace: the host's mounts are left as they are).
     let out = in_private_mounts(&format!(
@@ -100,10 +99,9 @@ fn doctor_passes_here_and_fails_on_a_taken_port() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn without_privileges_the_missing_capabilities_are_named() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     for command in ["watch", "serve"] {
         let out = as_nobody(&[command, "--listen", "127.0.0.1:0"]);
         let (_, stderr) = text(&out);
@@ -139,10 +137,9 @@ fn without_tracefs(drop: &str, args: &str) -> Command {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unmounted_tracefs_is_mounted_or_the_command_to_mount_it_is_given() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let host_had_tracefs = host_has_tracefs();
     // Root may mount: tcptrace does, and runs (in its own mount namespace: the host's
     // tracefs is untouched).

@@ -12,7 +12,7 @@ use std::{
     process::{Child, Command},
 };
 
-use common::root_or_skip;
+use common::require_root;
 use tcptrace::diag::{
     cgroup::{cgroup2_mount, cgroup_id, CgroupResolver, Container, QosClass, Runtime, Workload},
     owners::parse_cgroup,
@@ -180,10 +180,9 @@ fn expected(cgroups: &TestCgroups) -> [(PathBuf, Workload); 2] {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn resolves_real_cgroups_by_file_handle() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let cgroups = TestCgroups::new("handle");
     let mut resolver = CgroupResolver::from_host(16).expect("the v2 mount");
     for (dir, workload) in expected(&cgroups) {
@@ -281,10 +280,9 @@ fn open_root_by_handle(mount: &Path) -> std::io::Error {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn resolves_real_cgroups_by_walking_without_cap_dac_read_search() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let cgroups = TestCgroups::new("walk");
     let caps = WithoutDacReadSearch::new();
     assert_eq!(

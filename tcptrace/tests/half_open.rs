@@ -204,10 +204,9 @@ fn as_u64(value: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_peer_that_stops_answering_makes_a_suspect_until_the_connection_is_reset() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 29001;
     let pair = NetnsPair::create("tt-ho-rst", 61);
     let serve = serve_on(PORT);
@@ -307,10 +306,9 @@ fn a_peer_that_stops_answering_makes_a_suspect_until_the_connection_is_reset() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_suspect_the_kernel_gives_up_on_is_no_longer_one() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 29002;
     let pair = NetnsPair::create("tt-ho-tmo", 62);
     // The client's kernel gives up after 4 timeouts: 200 ms · (2^5 - 1) = 6.2 s.

@@ -1,5 +1,6 @@
 //! Privileged: loads the real programs into the running kernel and drives real sockets,
-//! asserting the exact per-socket sequences the kernel reports. Skips loudly without root.
+//! asserting the exact per-socket sequences the kernel reports. Ignored without root
+//! (`#[ignore = "needs root"]`).
 
 mod common;
 
@@ -127,28 +128,25 @@ fn active_close_scenario(ip: IpAddr, port: u16) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv4_client_active_close_and_server_passive_close() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     active_close_scenario(IpAddr::from([127, 0, 0, 1]), PORT_ACTIVE_V4);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv6_client_active_close_and_server_passive_close() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     active_close_scenario(IpAddr::V6(Ipv6Addr::LOCALHOST), PORT_ACTIVE_V6);
     // active_close_scenario compares whole SocketAddrs, which for V6 compares all 16
     // address bytes: ::1 is 15 zero bytes and a 1.
 }
 
 #[test]
+#[ignore = "needs root"]
 fn connect_to_a_closed_port_is_refused_with_a_reset() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let mut harness = Harness::start(port_filter(&[PORT_REFUSED]));
     let target = SocketAddr::from(([127, 0, 0, 1], PORT_REFUSED));
     let err = TcpStream::connect(target).expect_err("nothing listens there");
@@ -181,10 +179,9 @@ fn connect_to_a_closed_port_is_refused_with_a_reset() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn linger_zero_close_aborts_with_a_sent_reset() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let mut harness = Harness::start(port_filter(&[PORT_LINGER]));
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_LINGER));
     let listener = listen(server_addr);
@@ -225,10 +222,9 @@ fn linger_zero_close_aborts_with_a_sent_reset() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn port_filter_keeps_other_ports_out_in_the_kernel() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let mut harness = Harness::start(port_filter(&[PORT_FILTERED_IN]));
     for port in [PORT_FILTERED_OUT, PORT_FILTERED_IN] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -260,10 +256,9 @@ fn port_filter_keeps_other_ports_out_in_the_kernel() {
 ///   ΔTcpRetransSegs = #tcp_retransmit_skb{err == 0} + #tcp_retransmit_synack
 /// (failed retransmits, err != 0, are counted in TCPRetransFail instead).
 #[test]
+#[ignore = "needs root"]
 fn retransmit_events_equal_the_kernels_retrans_segs() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let pair = netns::NetnsPair::create("tt-rtx", 7);
     // Drop 5% of data segments arriving at the server; leave the handshake alone so the
     // test does not wait on SYN timeouts.

@@ -91,10 +91,9 @@ fn baseline(tcptrace: &Serve, ns: &Netns) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_accept_queue_and_its_overflows_are_what_ss_and_nstat_say() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 28101;
     let ns = Netns::create("tt-acceptq");
     let inum = ns.inum();
@@ -198,10 +197,9 @@ fn nft(ns: &Netns, script: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn half_open_handshakes_and_synack_retransmits_are_what_ss_and_nstat_say() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 28102;
     const HALF_OPEN: usize = 3;
     let ns = Netns::create("tt-synrecv");
@@ -270,10 +268,9 @@ fn half_open_handshakes_and_synack_retransmits_are_what_ss_and_nstat_say() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn watch_prints_the_overflow_at_the_next_reconcile() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 28103;
     let ns = Netns::create("tt-overflow-watch");
     let inum = ns.inum();

@@ -70,10 +70,9 @@ fn corrections(serve: &Serve) -> [f64; 4] {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_leak_inside_a_namespace_is_counted_there_and_never_healed_away() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: usize = 6;
     const PORT: u16 = 27001;
     let ns = Netns::create("tt-leak");
@@ -95,10 +94,9 @@ fn a_leak_inside_a_namespace_is_counted_there_and_never_healed_away() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_same_loopback_tuple_in_two_namespaces_is_never_merged() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 27002;
     // Both namespaces make 127.0.0.1:27100 → 127.0.0.1:27002, and leak its server end.
     let (one, two) = (Netns::create("tt-same-a"), Netns::create("tt-same-b"));
@@ -142,10 +140,9 @@ fn the_same_loopback_tuple_in_two_namespaces_is_never_merged() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn time_wait_in_a_namespace_is_that_namespaces_level_only() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const M: usize = 12;
     const PORT: u16 = 27003;
     let ns = Netns::create("tt-tw");
@@ -187,10 +184,9 @@ fn time_wait_in_a_namespace_is_that_namespaces_level_only() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_connection_between_two_namespaces_lives_through_reconciles_and_closes_as_it_did() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 27004;
     let pair = NetnsPair::create("tt-veth", 41);
     let serve = serve_on(PORT, &[]);
@@ -250,10 +246,9 @@ fn expected_client(pair: &NetnsPair) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_deleted_namespace_closes_its_connections_as_vanished_once() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 27005;
     let ns = Netns::create("tt-gone");
     let serve = serve_on(PORT, &[]);
@@ -362,10 +357,9 @@ impl Drop for CgroupTree {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_leak_in_a_kubernetes_container_is_attributed_to_its_container_and_pod() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: usize = 3;
     const PORT: u16 = 27006;
     let container = "3f2a".repeat(16);
@@ -444,10 +438,9 @@ fn a_leak_in_a_kubernetes_container_is_attributed_to_its_container_and_pod() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_cgroup_filter_keeps_only_the_containers_below_the_prefix() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 27007;
     let inside = CgroupTree::new("filter-in", "kubepods.slice/pod-a");
     let outside = CgroupTree::new("filter-out", "system.slice/other.service");

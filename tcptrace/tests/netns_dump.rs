@@ -1,6 +1,7 @@
 //! Privileged: sock_diag dumps of several real network namespaces, each from a netlink
 //! socket created inside it (DESIGN.md §7), checked against `ss` run in each. Makes its
-//! own namespaces (`ip netns add`) and always removes them. Skips loudly without root.
+//! own namespaces (`ip netns add`) and always removes them. Ignored without root
+//! (`#[ignore = "needs root"]`).
 
 mod common;
 
@@ -185,10 +186,9 @@ fn cgroup_inode_of(pid: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn each_namespace_is_dumped_from_inside_it() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let host_range = std::fs::read_to_string(PORT_RANGE_SYSCTL).unwrap();
     let own = own_netns().unwrap();
     let a = Netns::create("tt-dump-a");
@@ -307,10 +307,9 @@ fn each_namespace_is_dumped_from_inside_it() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_namespace_deleted_before_its_dump_fails_cleanly() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let own = own_netns().unwrap();
     let kept = Netns::create("tt-dump-kept");
     let gone = Netns::create("tt-dump-gone");
@@ -367,10 +366,9 @@ impl Drop for Listener {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_cgroup_id_is_that_of_the_process_that_made_the_socket() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let ns = Netns::create("tt-dump-cg");
     let cgroup = cgroup2_mount().join(format!("tcptrace-test-{}", std::process::id()));
     let _ = std::fs::remove_dir(&cgroup);

@@ -45,10 +45,9 @@ fn value(metrics: &str, name: &str, labels: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let serve = Serve::start(&[
         "-P",
         &PORT_BURST.to_string(),

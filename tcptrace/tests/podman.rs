@@ -23,7 +23,7 @@ use std::{
 
 use common::{
     leaker::{netns_of, SCRIPT},
-    root_or_skip,
+    require_root,
     serve::{eventually, sample, Serve, TempDir},
 };
 
@@ -274,10 +274,9 @@ fn ss_count_of(pid: u32, state: &str, port: u16) -> usize {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_leak_in_a_podman_container_is_attributed_to_the_id_podman_inspect_reports() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: usize = 3;
     const PORT: u16 = 28001;
     let started = Instant::now();

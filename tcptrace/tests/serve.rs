@@ -37,10 +37,9 @@ fn leaks_with_owners(serve: &Serve, n: u64) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_close_wait_leak_is_reported_with_the_servers_pid() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: u64 = 4;
     let serve = serve_for_leaks(PORT_LEAK);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_LEAK));
@@ -129,10 +128,9 @@ fn a_close_wait_leak_is_reported_with_the_servers_pid() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn leaks_older_than_tcptrace_are_flagged_at_least_since_start() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: u64 = 2;
     let listener = listen(SocketAddr::from(([127, 0, 0, 1], PORT_SEEDED_LEAK)));
     let _held = close_wait_sockets(&listener, N as usize);
@@ -146,10 +144,9 @@ fn leaks_older_than_tcptrace_are_flagged_at_least_since_start() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn time_wait_metrics_toward_one_destination_equal_what_ss_counts() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const M: usize = 25;
     let port = time_wait_port(25000);
     let serve = Serve::start(&["-P", &port.to_string(), "--reconcile-interval", "200ms"]);
@@ -195,10 +192,9 @@ fn time_wait_metrics_toward_one_destination_equal_what_ss_counts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_real_prometheus_scrapes_the_leak_count() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: u64 = 3;
     let serve = serve_for_leaks(PORT_PROMETHEUS);
     let listener = listen(SocketAddr::from(([127, 0, 0, 1], PORT_PROMETHEUS)));
@@ -229,10 +225,9 @@ fn a_real_prometheus_scrapes_the_leak_count() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn watch_with_listen_prints_and_serves_at_once() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let watch = Serve::run("watch", &["-P", &PORT_WATCH.to_string(), "--json"]);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_WATCH));
     let listener = listen(server_addr);
@@ -276,10 +271,9 @@ fn watch_with_listen_prints_and_serves_at_once() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_http_side_is_read_only_and_bounded() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let serve = Serve::start(&["-P", "24005"]);
     for (request, status) in [
         ("POST /metrics", 405),
@@ -307,10 +301,14 @@ fn the_http_side_is_read_only_and_bounded() {
 }
 
 #[test]
+#[cfg_attr(feature = "fault-injection", ignore = "needs root")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs root and the fault-injection feature"
+)]
 fn a_request_the_daemon_cannot_answer_times_out() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
+    require_fault_injection();
     // The loop that owns the table stalls for 15 s on its first question.
     let serve = Serve::run_with_env(
         "serve",

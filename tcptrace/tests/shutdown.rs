@@ -2,6 +2,8 @@
 //! the loop that owns the table) it exits promptly, with a status that says which, and
 //! the kernel's lists (bpftool) hold none of its programs and maps afterwards. A restart
 //! right after works. One test, so that no other test's programs come and go meanwhile.
+//! The panics come from the test hooks, so it needs the `fault-injection` build too
+//! (`cargo xtask test` makes it).
 
 mod common;
 
@@ -72,10 +74,14 @@ fn assert_detached(ours: &Loaded, how: &str) {
 }
 
 #[test]
+#[cfg_attr(feature = "fault-injection", ignore = "needs root")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs root and the fault-injection feature"
+)]
 fn every_way_out_detaches_every_program() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
+    require_fault_injection();
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
         // Twice each: the second start comes right after the first exit.
         for _ in 0..2 {

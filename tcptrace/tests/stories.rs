@@ -14,7 +14,7 @@ use std::{
 
 use common::{
     netns::{in_netns, sh, NetnsPair},
-    root_or_skip,
+    require_root,
     serve::{sample, Serve},
 };
 use serde_json::Value;
@@ -158,10 +158,9 @@ fn metric(watch: &Serve, name: &str, labels: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_dead_peer_found_by_keepalive_is_a_keepalive_timeout() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 24101;
     let pair = NetnsPair::create("tt-ka", 51);
     let watch = watch(&[PORT]);
@@ -218,10 +217,9 @@ fn a_dead_peer_found_by_keepalive_is_a_keepalive_timeout() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn data_unacknowledged_through_every_retransmission_is_timed_out() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 24102;
     let pair = NetnsPair::create("tt-rto", 52);
     // tcp_retries2 3: gives up after about 3 s of RTOs (200 ms doubling) instead of 15 min.
@@ -266,10 +264,9 @@ fn data_unacknowledged_through_every_retransmission_is_timed_out() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_icmp_unreachable_ends_a_handshake_and_an_established_connection() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const HANDSHAKE: u16 = 24103;
     const ESTABLISHED: u16 = 24104;
     let pair = NetnsPair::create("tt-unr", 53);
@@ -350,10 +347,9 @@ fn an_icmp_unreachable_ends_a_handshake_and_an_established_connection() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_dropped_syn_times_out_and_a_closed_port_refuses() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const DROPPED: u16 = 24105;
     const CLOSED: u16 = 24106;
     let pair = NetnsPair::create("tt-syn", 54);
@@ -433,10 +429,9 @@ fn ss_srtt_us(ns: &str, local: SocketAddr) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_finished_connection_says_exactly_what_it_carried() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const PORT: u16 = 24107;
     const SENT: usize = 123_457;
     const RECEIVED: usize = 54_321;

@@ -31,10 +31,9 @@ fn filter(port: u16) -> KernelFilter {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn both_loopback_ends_are_paired_and_classified() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let mut harness = Harness::start(filter(PORT_PAIRED));
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_PAIRED));
     let listener = listen(server_addr);
@@ -94,10 +93,9 @@ fn both_loopback_ends_are_paired_and_classified() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: usize = 5;
     let server_addr = SocketAddr::from(([127, 0, 0, 1], PORT_CLOSE_WAIT));
     let listener = listen(server_addr);
@@ -144,10 +142,9 @@ fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn time_wait_level_equals_what_ss_counts() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     const N: usize = 20;
     let port = time_wait_port(23000);
     let server_addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -2,9 +2,10 @@
 
 use std::{
     ffi::OsStr,
+    io::{BufRead as _, BufReader, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{bail, Context as _};
@@ -70,6 +71,43 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run(&cargo_program(), args)
 }
 
+/// `cargo test …` with its output passed through, and how many tests its binaries
+/// reported ignored (libtest's `test result: … N ignored;` lines), that is, did not run.
+pub fn cargo_test(args: &[&str]) -> anyhow::Result<u64> {
+    let mut child = Command::new(cargo_program())
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo")?;
+    let mut ignored = 0;
+    let mut out = std::io::stdout().lock();
+    // Bytes, not strings: a test may print anything. A line that cannot be passed on
+    // is lost, not a reason to stop reading (cargo would die of SIGPIPE).
+    for line in BufReader::new(child.stdout.take().expect("piped")).split(b'\n') {
+        let Ok(line) = line else { break };
+        let _ = out.write_all(&line).and_then(|()| out.write_all(b"\n"));
+        ignored += ignored_in(&String::from_utf8_lossy(&line));
+    }
+    drop(out);
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(ignored)
+}
+
+/// `N` in a libtest summary `test result: ok. 3 passed; 0 failed; N ignored; …`.
+fn ignored_in(line: &str) -> u64 {
+    let Some(counts) = line.strip_prefix("test result: ") else {
+        return 0;
+    };
+    counts
+        .split(';')
+        .find_map(|part| part.trim().strip_suffix(" ignored")?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Replaces this process with `binary args…`, through sudo when not root, so that
 /// Ctrl-C and SIGTERM reach it directly.
 pub fn exec_as_root(binary: &Path, args: &[String]) -> anyhow::Result<()> {
@@ -80,4 +118,22 @@ pub fn exec_as_root(binary: &Path, args: &[String]) -> anyhow::Result<()> {
         Command::new("sudo").arg(binary).args(args).exec()
     };
     Err(err).with_context(|| format!("cannot run {}", binary.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ignored_in;
+
+    #[test]
+    fn the_ignored_count_is_read_from_libtests_summary() {
+        let summary = "test result: ok. 4 passed; 0 failed; 44 ignored; 0 measured; \
+                       0 filtered out; finished in 9.43s";
+        assert_eq!(ignored_in(summary), 44);
+        assert_eq!(
+            ignored_in("test result: FAILED. 1 passed; 1 failed; 2 ignored;"),
+            2
+        );
+        assert_eq!(ignored_in("test serve ... ignored, needs root"), 0);
+        assert_eq!(ignored_in("running 3 tests"), 0);
+    }
 }

@@ -65,21 +65,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the tests build with: the fault hooks (tcptrace/src/fault.rs), which a release
+/// build never has.
+const TEST_FEATURES: [&str; 2] = ["--features", "tcptrace/fault-injection"];
+
 fn test(args: &[String]) -> anyhow::Result<()> {
-    if !cmd::is_root() {
+    let root = cmd::is_root();
+    if !root {
         eprintln!(
-            "xtask: WARNING: not root: the privileged kernel tests will be SKIPPED. \
+            "xtask: WARNING: not root: the privileged tests (#[ignore = \"needs root\"]) will \
+             NOT run. Run `sudo -E cargo xtask test` for the full suite."
+        );
+    }
+    cmd::cargo(&["fmt", "--all", "--", "--check"]).context("formatting: run `cargo fmt --all`")?;
+    // The shipped build, and the one with every test and bench hook.
+    for features in [&[][..], &["--all-features"]] {
+        let mut clippy = vec!["clippy", "--all-targets", "--quiet"];
+        clippy.extend(features);
+        clippy.extend(["--", "-D", "warnings"]);
+        cmd::cargo(&clippy).context("clippy found problems")?;
+    }
+    let mut test_args = vec!["test", "--all-targets"];
+    test_args.extend(TEST_FEATURES);
+    test_args.extend(args.iter().map(String::as_str));
+    if root {
+        // As CI runs: the privileged tests too.
+        if !args.iter().any(|a| a == "--") {
+            test_args.push("--");
+        }
+        test_args.push("--include-ignored");
+    }
+    let ignored = cmd::cargo_test(&test_args).context("tests failed")?;
+    if ignored > 0 {
+        eprintln!(
+            "xtask: {ignored} tests were NOT run: they need root (#[ignore = \"needs root\"]). \
              Run `sudo -E cargo xtask test` for the full suite."
         );
     }
-    cmd::cargo(&["fmt", "--all", "--", "--check"])
-        .context("formatting: run `cargo +nightly fmt --all`")?;
-    cmd::cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])
-        .context("clippy found problems")?;
-    let mut test_args = vec!["test", "--all-targets"];
-    test_args.extend(args.iter().map(String::as_str));
-    cmd::cargo(&test_args).context("tests failed")?;
-    if cmd::is_root() && args.is_empty() {
+    if root && args.is_empty() {
         // The benchmark's own machinery, end to end, on a few hundred connections.
         bench::run(&bench::BenchArgs::smoke()).context("the benchmark smoke run failed")?;
     }

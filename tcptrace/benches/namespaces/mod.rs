@@ -2,7 +2,7 @@
 //! (`diag::netns`), with N namespaces of `PER_NAMESPACE` TIME_WAIT sockets each. Runs in
 //! the host's namespace (the namespaces are `ip netns add`ed, so `find_namespaces`
 //! finds them the way it finds `ip netns` names) and removes them after, also when it
-//! panics.
+//! panics (`netns-guard`).
 //!
 //! Measured twice: with the namespaces sharing the host's TCP established hash (the
 //! default), and with a hash of their own (`net.ipv4.tcp_child_ehash_entries` set in the
@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netns_guard::Netns;
 use serde_json::json;
 use tcptrace::{
     diag::netns::{dump_namespaces, find_namespaces},
@@ -34,10 +35,11 @@ const WORKERS: usize = 2;
 /// Buckets of each namespace's own hash, in the second measurement.
 const CHILD_EHASH_ENTRIES: u32 = 2048;
 
-/// The namespaces, deleted on drop (the children before their parent).
+/// The namespaces, deleted on drop (the children before their parent) by the guard
+/// the tests and `cargo xtask bench` use too.
 struct Namespaces {
-    names: Vec<String>,
-    parent: Option<String>,
+    children: Vec<Netns>,
+    parent: Option<Netns>,
 }
 
 impl Namespaces {
@@ -46,59 +48,51 @@ impl Namespaces {
     fn create(n: usize, child_ehash: Option<u32>) -> Namespaces {
         let pid = std::process::id();
         let mut namespaces = Namespaces {
-            names: Vec::new(),
+            children: Vec::new(),
             parent: None,
         };
         if let Some(entries) = child_ehash {
-            let parent = format!("tcptrace-bench-{pid}-parent");
-            ip(&["netns", "add", &parent]);
-            namespaces.parent = Some(parent.clone());
+            let parent = add(format!("tcptrace-bench-{pid}-parent"));
             let setting = format!("net.ipv4.tcp_child_ehash_entries={entries}");
             run(
                 "ip",
-                &["netns", "exec", &parent, "sysctl", "-q", "-w", &setting],
+                &[
+                    "netns",
+                    "exec",
+                    parent.name(),
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    &setting,
+                ],
             );
+            namespaces.parent = Some(parent);
         }
         for i in 0..n {
             let name = format!("tcptrace-bench-{pid}-{i}");
-            match &namespaces.parent {
-                // nsenter changes only the network namespace: the name is bound in the
-                // host's mount namespace, where `ip netns exec` would hide it.
-                Some(parent) => run(
-                    "nsenter",
-                    &[
-                        &format!("--net=/run/netns/{parent}"),
-                        "ip",
-                        "netns",
-                        "add",
-                        &name,
-                    ],
-                ),
-                None => ip(&["netns", "add", &name]),
-            }
-            namespaces.names.push(name);
-            ip(&[
-                "-n",
-                namespaces.names.last().unwrap(),
-                "link",
-                "set",
-                "lo",
-                "up",
-            ]);
+            let child = match &namespaces.parent {
+                // `ip netns add` forked from a thread in the parent's network namespace
+                // (and still in the host's mount namespace, where the name is bound).
+                Some(parent) => std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            enter(parent.name());
+                            add(name)
+                        })
+                        .join()
+                        .expect("creating a child namespace")
+                }),
+                None => add(name),
+            };
+            namespaces.children.push(child);
         }
         namespaces
     }
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.names.iter().chain(&self.parent) {
-            let out = Command::new("ip").args(["netns", "del", name]).output();
-            if !out.is_ok_and(|o| o.status.success()) {
-                eprintln!("capacity: could not remove network namespace {name}");
-            }
-        }
-    }
+/// `ip netns add name` with loopback up, or a panic.
+fn add(name: String) -> Netns {
+    Netns::add(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -112,10 +106,6 @@ fn run(program: &str, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn ip(args: &[&str]) {
-    run("ip", args);
 }
 
 /// Moves the calling thread into namespace `name`.
@@ -159,10 +149,10 @@ fn measure_with(n: usize, child_ehash: Option<u32>) {
     let namespaces = Namespaces::create(n, child_ehash);
     std::thread::scope(|scope| {
         for worker in 0..WORKERS {
-            let names = &namespaces.names;
+            let children = &namespaces.children;
             scope.spawn(move || {
-                for name in names.iter().skip(worker).step_by(WORKERS) {
-                    enter(name);
+                for child in children.iter().skip(worker).step_by(WORKERS) {
+                    enter(child.name());
                     make_time_wait(PER_NAMESPACE);
                 }
             });

@@ -1,4 +1,5 @@
 //! Helpers for the privileged tests: load the real programs, drive real sockets.
+//! Each such test is `#[ignore = "needs root"]` and starts with [`require_root`].
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of this module"
@@ -22,19 +23,29 @@ use tcptrace::{
 };
 use tokio::{runtime::Runtime, sync::mpsc};
 
-/// True when the test can run; otherwise says loudly why it is skipped (libtest names
-/// each test's thread after the test).
-pub fn root_or_skip() -> bool {
+/// Panics unless root. Every privileged test is `#[ignore = "needs root"]`, so that a
+/// run without root reports it as ignored instead of passing it; this says why one run
+/// anyway (`--include-ignored`) cannot work. `cargo xtask test` runs them all as root.
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!(
-        "\n*** SKIPPED {}: loads eBPF programs, needs root (or CAP_BPF + CAP_PERFMON). \
-         Run `sudo -E cargo xtask test`. ***\n",
-        std::thread::current().name().unwrap_or("a privileged test")
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "{} needs root: it loads eBPF programs, makes network namespaces or drops \
+         privileges. Run `sudo -E cargo xtask test`.",
+        std::thread::current().name().unwrap_or("this test")
     );
-    false
+}
+
+/// Panics unless the binary under test has the test hooks (`TCPTRACE_INJECT_*`,
+/// src/fault.rs), which only a build with the `fault-injection` feature has.
+pub fn require_fault_injection() {
+    #[cfg(not(feature = "fault-injection"))]
+    panic!(
+        "{} injects faults: run `cargo test --features fault-injection` (as \
+         `cargo xtask test` does)",
+        std::thread::current().name().unwrap_or("this test")
+    );
 }
 
 /// The programs loaded into the running kernel with a filter, and what they sent.

@@ -1,13 +1,25 @@
-//! Two network namespaces joined by a veth pair, made by the test and always removed
-//! (on drop, so also when the test panics). Traffic stays inside them.
+//! Network namespaces made by the test and always removed (on drop, so also when the
+//! test panics), through the guard the benchmark uses too (`netns-guard`): a deletion
+//! that fails panics, unless the thread is already panicking. Traffic stays inside them.
 
 use std::{fs::File, os::fd::AsRawFd, process::Command};
 
+use netns_guard::Netns as Guard;
+
+/// Two namespaces joined by a veth pair ([`NetnsPair::create`]).
 pub struct NetnsPair {
     pub a: String,
     pub b: String,
     pub addr_a: std::net::Ipv4Addr,
     pub addr_b: std::net::Ipv4Addr,
+    /// Deleting a namespace removes its veth end and its nft tables with it.
+    _guards: [Guard; 2],
+}
+
+/// A namespace named `name`, or a clear panic.
+fn add(name: String) -> Guard {
+    Guard::add(name)
+        .unwrap_or_else(|e| panic!("{e} (needs root; cargo xtask setup installs iproute2)"))
 }
 
 pub fn sh(program: &str, args: &[&str]) -> String {
@@ -32,17 +44,14 @@ impl NetnsPair {
     /// `gso_max_segs`). GSO/TSO/GRO are turned off too, so nothing is merged on receive.
     pub fn create(tag: &str, net: u8) -> NetnsPair {
         let pid = std::process::id();
+        let guards = [add(format!("{tag}-a-{pid}")), add(format!("{tag}-b-{pid}"))];
         let pair = NetnsPair {
-            a: format!("{tag}-a-{pid}"),
-            b: format!("{tag}-b-{pid}"),
+            a: guards[0].name().to_owned(),
+            b: guards[1].name().to_owned(),
             addr_a: std::net::Ipv4Addr::new(10, 213, net, 1),
             addr_b: std::net::Ipv4Addr::new(10, 213, net, 2),
+            _guards: guards,
         };
-        pair.remove();
-        for ns in [&pair.a, &pair.b] {
-            sh("ip", &["netns", "add", ns]);
-            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
         sh(
             "ip",
             &[
@@ -106,19 +115,6 @@ impl NetnsPair {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no TcpRetransSegs in nstat output {out:?}"))
     }
-
-    fn remove(&self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        // Deleting a namespace removes its veth end and its nft tables with it.
-        self.remove();
-    }
 }
 
 /// Runs `f` on a thread that has joined namespace `ns`; sockets it makes live there.
@@ -139,30 +135,24 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// One network namespace (`ip netns add <tag>-<pid>`) with loopback up, deleted on
-/// drop. A deletion that fails panics, unless the thread is already panicking (then
-/// it only says so), so that a test cannot leave namespaces behind unnoticed.
+/// drop (see the module's doc).
 pub struct Netns {
     pub name: String,
-    deleted: bool,
+    guard: Guard,
 }
 
 impl Netns {
     pub fn create(tag: &str) -> Netns {
-        let name = format!("{tag}-{}", std::process::id());
-        // A previous run killed before its cleanup.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        let netns = Netns {
-            name,
-            deleted: false,
-        };
-        sh("ip", &["-n", &netns.name, "link", "set", "lo", "up"]);
-        netns
+        let guard = add(format!("{tag}-{}", std::process::id()));
+        Netns {
+            name: guard.name().to_owned(),
+            guard,
+        }
     }
 
     /// `/run/netns/<name>`, the bind mount `ip netns add` made.
     pub fn path(&self) -> std::path::PathBuf {
-        std::path::Path::new("/run/netns").join(&self.name)
+        self.guard.path()
     }
 
     /// The namespace's inode number (`net:[N]`).
@@ -185,37 +175,8 @@ impl Netns {
         sh("ip", &all)
     }
 
-    /// Deletes it now (`ip netns del`).
-    pub fn delete(mut self) {
-        self.remove();
-    }
-
-    fn remove(&mut self) {
-        if std::mem::replace(&mut self.deleted, true) {
-            return;
-        }
-        let result = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let failure = match result {
-            Ok(out) if out.status.success() => return,
-            Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        let message = format!(
-            "removing network namespace {}: {failure}",
-            self.name.as_str()
-        );
-        if std::thread::panicking() {
-            eprintln!("{message}");
-        } else {
-            panic!("{message}");
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.remove();
+    /// Deletes it now (`ip netns del`), or panics.
+    pub fn delete(self) {
+        self.guard.delete().unwrap_or_else(|e| panic!("{e}"));
     }
 }

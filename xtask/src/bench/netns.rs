@@ -2,35 +2,18 @@
 //! counts.
 
 use anyhow::Context as _;
+use netns_guard::Netns;
 
 use crate::cmd;
 
-/// A named namespace, removed on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn create(tag: &str) -> anyhow::Result<Netns> {
-        let name = format!("tcptrace-{tag}-{}", std::process::id());
-        cmd::run("ip", &["netns", "add", &name])
-            .with_context(|| format!("creating network namespace {name}"))?;
-        let netns = Netns { name };
-        cmd::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &netns.name,
-                "ip",
-                "link",
-                "set",
-                "lo",
-                "up",
-            ],
-        )?;
-        Ok(netns)
-    }
+/// A named namespace `tcptrace-<tag>-<pid>` with loopback up, deleted on drop through
+/// the guard the tests use too (`netns-guard`). Delete it with
+/// [`netns_guard::Netns::delete`] where a failure should fail the run as an error;
+/// dropping it is the backstop, and panics on a failed deletion unless already
+/// panicking.
+pub fn create(tag: &str) -> anyhow::Result<Netns> {
+    let name = format!("tcptrace-{tag}-{}", std::process::id());
+    Netns::add(&name).with_context(|| format!("creating network namespace {name}"))
 }
 
 /// Moves the calling thread, and what it starts from now on (threads, processes), into
@@ -53,12 +36,4 @@ pub fn enter_fresh() -> anyhow::Result<()> {
             .with_context(|| format!("setting {setting}"))?;
     }
     Ok(())
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(err) = cmd::run("ip", &["netns", "del", &self.name]) {
-            eprintln!("bench: removing network namespace {}: {err:#}", self.name);
-        }
-    }
 }

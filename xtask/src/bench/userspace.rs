@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
-use super::netns::Netns;
+use super::netns;
 use crate::cmd;
 
 /// Real TIME_WAIT sockets for the reconcile measurement.
@@ -104,13 +104,15 @@ pub fn run() -> anyhow::Result<Capacity> {
 
     eprintln!("bench: memory, /metrics render, and {TIME_WAIT_SOCKETS} TIME_WAIT sockets");
     let executable = bench_executable("capacity")?;
-    let netns = Netns::create("capacity")?;
+    let netns = netns::create("capacity")?;
     let out = Command::new("ip")
-        .args(["netns", "exec", &netns.name, &executable])
+        .args(["netns", "exec", netns.name(), &executable])
         .args(["--bench", "--time-wait", &TIME_WAIT_SOCKETS.to_string()])
         .output()
         .context("running the capacity benchmark")?;
-    drop(netns);
+    netns
+        .delete()
+        .context("removing the capacity benchmark's network namespace")?;
     if !out.status.success() {
         bail!(
             "the capacity benchmark failed:\n{}",
