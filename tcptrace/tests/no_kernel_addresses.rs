@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{
-    root_or_skip,
+    require_root,
     serve::{eventually, Serve},
     set_linger_zero,
 };
@@ -57,10 +57,9 @@ fn drain(lines: &mpsc::Receiver<String>) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn no_output_carries_a_kernel_address() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let port = PORT.to_string();
     let closed_port = CLOSED_PORT.to_string();
     let filter = [
