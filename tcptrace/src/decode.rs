@@ -112,7 +112,7 @@ fn close_stats(raw: &CloseDetails) -> Option<SocketAtClose> {
 pub(crate) mod testing {
     use super::*;
 
-    pub fn raw_v4(kind: u8, old: u8, new: u8) -> Event {
+    pub(crate) fn raw_v4(kind: u8, old: u8, new: u8) -> Event {
         let mut raw = Event {
             ts_ns: 1_000,
             skaddr: 0xffff_8880_0000_1000,
@@ -135,7 +135,7 @@ pub(crate) mod testing {
         raw
     }
 
-    pub fn bytes(raw: &Event) -> Vec<u8> {
+    pub(crate) fn bytes(raw: &Event) -> Vec<u8> {
         // SAFETY: `Event` is plain data without implicit padding.
         unsafe { std::slice::from_raw_parts((raw as *const Event).cast::<u8>(), EVENT_SIZE) }
             .to_vec()

@@ -33,7 +33,7 @@ mod hooks {
             .as_deref()
     }
 
-    pub fn maybe_stall() {
+    pub(super) fn maybe_stall() {
         static STALLING: OnceLock<bool> = OnceLock::new();
         let stalling = *STALLING.get_or_init(|| {
             std::env::var("TCPTRACE_INJECT_STALL").is_ok_and(|point| point == "engine")
@@ -43,7 +43,7 @@ mod hooks {
         }
     }
 
-    pub fn maybe_panic(point: Point) {
+    pub(super) fn maybe_panic(point: Point) {
         let name = match point {
             Point::Http => "http",
             Point::Engine => "engine",

@@ -9,19 +9,26 @@ use crate::{
     tracker::{ConnId, Connection, Direction, KernelSocket, Snapshot, SocketKey, Step},
 };
 
-pub const CLIENT: &str = "127.0.0.1:40000";
-pub const SERVER: &str = "127.0.0.1:8080";
-pub const MS: u64 = 1_000_000;
+pub(crate) const CLIENT: &str = "127.0.0.1:40000";
+pub(crate) const SERVER: &str = "127.0.0.1:8080";
+pub(crate) const MS: u64 = 1_000_000;
 /// The network namespace synthetic events and sockets are in unless a test says.
-pub const NETNS: u32 = 4_026_531_840;
+pub(crate) const NETNS: u32 = 4_026_531_840;
 /// The cgroup id synthetic sockets belong to.
-pub const SOCK_CGROUP: u64 = 77;
+pub(crate) const SOCK_CGROUP: u64 = 77;
 
-pub fn addr(text: &str) -> SocketAddr {
+pub(crate) fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
-pub fn event(sk: u64, ms: u64, kind: EventKind, local: &str, remote: &str, pid: u32) -> TcpEvent {
+pub(crate) fn event(
+    sk: u64,
+    ms: u64,
+    kind: EventKind,
+    local: &str,
+    remote: &str,
+    pid: u32,
+) -> TcpEvent {
     TcpEvent {
         ts_ns: ms * MS,
         skaddr: sk,
@@ -41,7 +48,7 @@ pub fn event(sk: u64, ms: u64, kind: EventKind, local: &str, remote: &str, pid: 
 }
 
 /// A state change of the client socket `sk`, made by `pid`.
-pub fn client(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
+pub(crate) fn client(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
     event(
         sk,
         ms,
@@ -52,7 +59,7 @@ pub fn client(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
     )
 }
 
-pub fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
+pub(crate) fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
     event(
         sk,
         ms,
@@ -65,7 +72,7 @@ pub fn server(sk: u64, ms: u64, old: TcpState, new: TcpState) -> TcpEvent {
 
 /// A connection that went through `steps` (state, time in `unit_ns`): passive when it
 /// starts at LISTEN, else active; its id's skaddr and generation are both `id`.
-pub fn connection_through(
+pub(crate) fn connection_through(
     id: u64,
     (local, remote): (&str, &str),
     steps: &[(TcpState, u64)],
@@ -105,7 +112,7 @@ pub fn connection_through(
 }
 
 /// A socket as a namespace's dump lists it, in [`NETNS`].
-pub fn kernel_socket(state: TcpState, local: &str, remote: &str) -> KernelSocket {
+pub(crate) fn kernel_socket(state: TcpState, local: &str, remote: &str) -> KernelSocket {
     KernelSocket {
         key: SocketKey {
             netns: NETNS,
@@ -119,7 +126,7 @@ pub fn kernel_socket(state: TcpState, local: &str, remote: &str) -> KernelSocket
 
 /// A pass that dumped the namespaces of `sockets` (and [`NETNS`]), begun at
 /// `started_ns`.
-pub fn snapshot(sockets: &[KernelSocket], started_ns: u64) -> Snapshot {
+pub(crate) fn snapshot(sockets: &[KernelSocket], started_ns: u64) -> Snapshot {
     Snapshot {
         sockets: sockets.to_vec(),
         dumped: sockets.iter().map(|s| s.key.netns).chain([NETNS]).collect(),
@@ -129,7 +136,7 @@ pub fn snapshot(sockets: &[KernelSocket], started_ns: u64) -> Snapshot {
 }
 
 /// A full socket as sock_diag reports it.
-pub fn diag_socket(state: TcpState, local: &str, remote: &str) -> DiagSocket {
+pub(crate) fn diag_socket(state: TcpState, local: &str, remote: &str) -> DiagSocket {
     DiagSocket {
         state,
         local: addr(local),
@@ -149,7 +156,7 @@ pub fn diag_socket(state: TcpState, local: &str, remote: &str) -> DiagSocket {
 
 /// A listening socket: its accept queue's length and limit, as sock_diag reports them
 /// in the queue fields.
-pub fn diag_listener(local: &str, inode: u32, queue: u32, limit: u32) -> DiagSocket {
+pub(crate) fn diag_listener(local: &str, inode: u32, queue: u32, limit: u32) -> DiagSocket {
     let any = if addr(local).is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -164,7 +171,7 @@ pub fn diag_listener(local: &str, inode: u32, queue: u32, limit: u32) -> DiagSoc
 }
 
 /// A request mini-socket: a half-open handshake toward `local`.
-pub fn diag_request(local: &str, remote: &str) -> DiagSocket {
+pub(crate) fn diag_request(local: &str, remote: &str) -> DiagSocket {
     DiagSocket {
         request: true,
         cgroup_id: None,
@@ -173,7 +180,7 @@ pub fn diag_request(local: &str, remote: &str) -> DiagSocket {
 }
 
 /// One namespace's dump.
-pub fn namespace_dump(
+pub(crate) fn namespace_dump(
     netns: u32,
     sockets: Vec<DiagSocket>,
     listen_counters: Option<ListenCounters>,
@@ -187,7 +194,7 @@ pub fn namespace_dump(
 }
 
 /// A SYN-ACK retransmit toward `local` in namespace `netns`.
-pub fn synack(netns: u32, ms: u64, local: &str) -> TcpEvent {
+pub(crate) fn synack(netns: u32, ms: u64, local: &str) -> TcpEvent {
     TcpEvent {
         netns,
         ..event(

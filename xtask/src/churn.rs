@@ -19,15 +19,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 /// State changes per connection, both ends counted.
-pub const TRANSITIONS_PER_CONNECTION: u64 = 10;
+pub(crate) const TRANSITIONS_PER_CONNECTION: u64 = 10;
 /// State changes of the run's listener: CLOSE→LISTEN, and LISTEN→CLOSE at shutdown.
-pub const TRANSITIONS_PER_RUN: u64 = 2;
+pub(crate) const TRANSITIONS_PER_RUN: u64 = 2;
 
 const PAYLOAD: &[u8] = b"tcptrace churn\n";
 
 /// The shape of the load, shared by `churn` and `bench`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// How long a run lasts, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -43,7 +43,7 @@ pub struct LoadArgs {
 }
 
 #[derive(Clone, Debug, clap::Args)]
-pub struct ChurnArgs {
+pub(crate) struct ChurnArgs {
     /// Address the servers listen on (in this network namespace).
     #[arg(long, default_value = "127.0.0.1:31998")]
     pub addr: SocketAddr,
@@ -56,7 +56,7 @@ pub struct ChurnArgs {
 
 /// What a run did, printed as one JSON line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChurnReport {
+pub(crate) struct ChurnReport {
     /// Connections the clients completed (connected, wrote, closed).
     pub connections: u64,
     /// Connections the servers accepted and read to the end.
@@ -155,7 +155,7 @@ fn client(args: &ChurnArgs, index: u32, counters: &Counters, started: Instant) {
     }
 }
 
-pub fn run(args: &ChurnArgs) -> anyhow::Result<ChurnReport> {
+pub(crate) fn run(args: &ChurnArgs) -> anyhow::Result<ChurnReport> {
     let listener = TcpListener::bind(args.addr)
         .map_err(|e| anyhow::anyhow!("churn: cannot listen on {}: {e}", args.addr))?;
     let counters = Arc::new(Counters::default());

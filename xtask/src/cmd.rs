@@ -10,14 +10,14 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // /proc/self is ours; "Uid:" lists real, effective, saved, fs ids.
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -31,12 +31,12 @@ pub fn is_root() -> bool {
 }
 
 /// Runs `program args…` and fails with its name if it fails.
-pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> anyhow::Result<()> {
+pub(crate) fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> anyhow::Result<()> {
     run_with_env(program, args, &[])
 }
 
 /// [`run`] with extra environment variables.
-pub fn run_with_env<S: AsRef<OsStr>>(
+pub(crate) fn run_with_env<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
     env: &[(&str, &OsStr)],
@@ -55,7 +55,7 @@ pub fn run_with_env<S: AsRef<OsStr>>(
 }
 
 /// Runs a command and returns its stdout, or None if it cannot run or fails.
-pub fn output(program: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()
@@ -63,17 +63,17 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 /// The cargo that runs xtask, so the same toolchain builds everything.
-pub fn cargo_program() -> String {
+pub(crate) fn cargo_program() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run(&cargo_program(), args)
 }
 
 /// `cargo test …` with its output passed through, and how many tests its binaries
 /// reported ignored (libtest's `test result: … N ignored;` lines), that is, did not run.
-pub fn cargo_test(args: &[&str]) -> anyhow::Result<u64> {
+pub(crate) fn cargo_test(args: &[&str]) -> anyhow::Result<u64> {
     let mut child = Command::new(cargo_program())
         .args(args)
         .current_dir(workspace_root())
@@ -110,7 +110,7 @@ fn ignored_in(line: &str) -> u64 {
 
 /// Replaces this process with `binary args…`, through sudo when not root, so that
 /// Ctrl-C and SIGTERM reach it directly.
-pub fn exec_as_root(binary: &Path, args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn exec_as_root(binary: &Path, args: &[String]) -> anyhow::Result<()> {
     let err = if is_root() {
         Command::new(binary).args(args).exec()
     } else {

@@ -44,7 +44,7 @@ const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 /// removes it; the next set-up puts it back.
 const KUBERNETES_VALIDATE_VENV: &str = "target/kubernetes-validate";
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;

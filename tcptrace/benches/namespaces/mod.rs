@@ -29,7 +29,7 @@ use tcptrace::{
 
 /// TIME_WAIT sockets in each namespace: they hold no descriptor, so 100 × 1,000 stays
 /// far below the open-files limit (DESIGN.md §6).
-pub const PER_NAMESPACE: u64 = 1_000;
+pub(crate) const PER_NAMESPACE: u64 = 1_000;
 /// Threads making the sockets: as many as the machine's 2 cores.
 const WORKERS: usize = 2;
 /// Buckets of each namespace's own hash, in the second measurement.
@@ -139,7 +139,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-pub fn measure(n: usize) {
+pub(crate) fn measure(n: usize) {
     for child_ehash in [None, Some(CHILD_EHASH_ENTRIES)] {
         measure_with(n, child_ehash);
     }

@@ -57,7 +57,7 @@ fn record(ts_ns: u64, skaddr: u64, (old, new): (u8, u8), (sport, dport): (u16, u
 }
 
 /// 10 records per connection, `connections` of them, `concurrency` at a time.
-pub fn churn(connections: u64, concurrency: u64) -> Vec<Vec<u8>> {
+pub(crate) fn churn(connections: u64, concurrency: u64) -> Vec<Vec<u8>> {
     let mut records = Vec::with_capacity(connections as usize * 10);
     let mut ts = 1_000_000_000u64;
     for wave in 0..connections.div_ceil(concurrency) {
@@ -88,7 +88,7 @@ pub fn churn(connections: u64, concurrency: u64) -> Vec<Vec<u8>> {
 }
 
 /// One ESTABLISHED connection per id: CLOSE→SYN_SENT, SYN_SENT→ESTABLISHED.
-pub fn established(connections: u64) -> Vec<Vec<u8>> {
+pub(crate) fn established(connections: u64) -> Vec<Vec<u8>> {
     (0..connections)
         .flat_map(|id| {
             let port = (1024 + id % 60000) as u16;

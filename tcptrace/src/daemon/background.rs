@@ -24,7 +24,7 @@ use crate::{
     tracker::{KernelSocket, Snapshot},
 };
 
-pub enum Done {
+pub(super) enum Done {
     Dump(Dump),
     Owners {
         looked_up: HashSet<u32>,
@@ -33,7 +33,7 @@ pub enum Done {
 }
 
 /// One pass over every network namespace.
-pub struct Dump {
+pub(super) struct Dump {
     /// Each namespace's sockets that the filters keep.
     pub namespaces: Vec<NamespaceDump>,
     /// Namespaces that exist but could not be dumped.
@@ -45,7 +45,7 @@ pub struct Dump {
 
 /// Which namespaces to dump, and which sockets to keep.
 #[derive(Clone, Debug)]
-pub struct DumpScope {
+pub(super) struct DumpScope {
     pub filter: KernelFilter,
     /// `--netns`: only this one; else every namespace found.
     pub netns: Option<Namespace>,
@@ -53,7 +53,7 @@ pub struct DumpScope {
 
 /// Every TCP socket the probe's filters would keep, in every network namespace (each
 /// dumped from inside itself: DESIGN.md §7).
-pub fn dump(scope: &DumpScope) -> Dump {
+pub(super) fn dump(scope: &DumpScope) -> Dump {
     let started_ns = monotonic_now_ns();
     let clock = Instant::now();
     let namespaces = match &scope.netns {
@@ -76,7 +76,7 @@ pub fn dump(scope: &DumpScope) -> Dump {
 
 impl Dump {
     /// What the tracker needs of it.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(super) fn snapshot(&self) -> Snapshot {
         let unreachable: Vec<u32> = self.failed.iter().map(|(netns, _)| *netns).collect();
         snapshot_of(&self.namespaces, &unreachable, self.started_ns)
     }
@@ -107,14 +107,14 @@ pub fn snapshot_of(dumps: &[NamespaceDump], unreachable: &[u32], started_ns: u64
 }
 
 /// Dumps in a blocking thread and sends the result back.
-pub fn spawn_dump(scope: DumpScope, done: mpsc::Sender<Done>) {
+pub(super) fn spawn_dump(scope: DumpScope, done: mpsc::Sender<Done>) {
     tokio::task::spawn_blocking(move || {
         let _ = done.blocking_send(Done::Dump(dump(&scope)));
     });
 }
 
 /// Scans `/proc` for the owners of `inodes` in a blocking thread.
-pub fn spawn_owner_scan(inodes: HashSet<u32>, done: mpsc::Sender<Done>) {
+pub(super) fn spawn_owner_scan(inodes: HashSet<u32>, done: mpsc::Sender<Done>) {
     tokio::task::spawn_blocking(move || {
         let found = find_owners(Path::new(PROC), &inodes);
         let _ = done.blocking_send(Done::Owners {

@@ -49,7 +49,7 @@ const WORKLOAD_CACHE: usize = 4096;
 /// reported once, not every few seconds).
 const MAX_WARNED_NAMESPACES: usize = 1024;
 
-pub struct Engine {
+pub(super) struct Engine {
     tracker: Tracker,
     recorder: EventRecorder,
     detect: DetectConfig,
@@ -86,7 +86,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(super) fn new(
         config: &TraceConfig,
         metrics: Arc<Metrics>,
         leaks: watch::Sender<Arc<LeakReport>>,
@@ -123,7 +123,7 @@ impl Engine {
         }
     }
 
-    pub fn tracker(&self) -> &Tracker {
+    pub(super) fn tracker(&self) -> &Tracker {
         &self.tracker
     }
 
@@ -137,7 +137,11 @@ impl Engine {
         }
     }
 
-    pub fn apply_batch(&mut self, batch: &[TcpEvent], sink: &mut dyn Sink) -> io::Result<()> {
+    pub(super) fn apply_batch(
+        &mut self,
+        batch: &[TcpEvent],
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
         for event in batch {
             if !self.admits(event.sock_cgroup_id) {
                 continue;
@@ -182,7 +186,7 @@ impl Engine {
     }
 
     /// The startup dump: existing sockets enter the table.
-    pub fn seeded(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
+    pub(super) fn seeded(&mut self, mut dump: Dump, done: &mpsc::Sender<Done>) {
         self.scope(&mut dump);
         let report = self.tracker.seed(&dump.snapshot(), monotonic_now_ns());
         self.recorder.record_vanished(report.closed);
@@ -199,7 +203,7 @@ impl Engine {
 
     /// A periodic dump: heal the table, then the same as after the seed; then tell the
     /// sink about listeners that overflowed since the previous pass.
-    pub fn reconciled(
+    pub(super) fn reconciled(
         &mut self,
         mut dump: Dump,
         done: &mpsc::Sender<Done>,
@@ -296,7 +300,11 @@ impl Engine {
         self.publish(now);
     }
 
-    pub fn owners_found(&mut self, looked_up: &HashSet<u32>, found: HashMap<u32, ProcessOwner>) {
+    pub(super) fn owners_found(
+        &mut self,
+        looked_up: &HashSet<u32>,
+        found: HashMap<u32, ProcessOwner>,
+    ) {
         self.owners.insert(looked_up, found);
         self.publish(monotonic_now_ns());
     }
@@ -342,7 +350,7 @@ impl Engine {
 
     /// Once a second: levels and counters into the metrics; a warning when the kernel
     /// dropped events.
-    pub fn tick(&mut self, kernel: KernelCounters) {
+    pub(super) fn tick(&mut self, kernel: KernelCounters) {
         crate::fault::maybe_panic(crate::fault::Point::Engine);
         self.recorder.record_table(&self.tracker);
         if std::mem::take(&mut self.republish) {
@@ -362,7 +370,7 @@ impl Engine {
         }
     }
 
-    pub fn answer(&mut self, query: Query) {
+    pub(super) fn answer(&mut self, query: Query) {
         crate::fault::maybe_stall();
         let workloads = &mut self.workloads;
         api::answer(

@@ -228,7 +228,7 @@ impl Probe {
 /// The programs to attach, given which tracepoints this kernel has: a missing optional
 /// one is left out (and returned, to be warned about); a missing required one is an
 /// error that names it.
-pub fn attach_plan(
+pub(super) fn attach_plan(
     specs: &[TracepointSpec],
     exists: impl Fn(&TracepointSpec) -> Result<(), TracefsError>,
 ) -> Result<(Vec<TracepointSpec>, Vec<TracefsError>), ProbeError> {

@@ -108,9 +108,9 @@ pub struct Mark {
 }
 
 /// Timelines keep at most this many marks; beyond it only the counts grow.
-pub const MAX_MARKS: usize = 16;
+pub(super) const MAX_MARKS: usize = 16;
 /// Timelines keep at most this many steps; a legal TCP life has at most 7.
-pub const MAX_STEPS: usize = 16;
+pub(super) const MAX_STEPS: usize = 16;
 
 /// The tracker's record of one connection. Outputs use views of it (`timeline`,
 /// `api`), never this struct: it holds the kernel's address.

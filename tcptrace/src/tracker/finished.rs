@@ -18,7 +18,7 @@ pub(super) struct FinishedRing {
 }
 
 impl FinishedRing {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             entries: VecDeque::with_capacity(capacity.min(4096)),
             capacity,
@@ -28,7 +28,7 @@ impl FinishedRing {
         }
     }
 
-    pub fn push(&mut self, conn: Connection) {
+    pub(super) fn push(&mut self, conn: Connection) {
         if self.capacity == 0 {
             return;
         }
@@ -51,25 +51,25 @@ impl FinishedRing {
             .get(usize::try_from(seq.checked_sub(self.first_seq)?).ok()?)
     }
 
-    pub fn by_id(&self, id: ConnId) -> Option<&Connection> {
+    pub(super) fn by_id(&self, id: ConnId) -> Option<&Connection> {
         self.by_generation(id.generation).filter(|c| c.id == id)
     }
 
-    pub fn by_generation(&self, generation: u64) -> Option<&Connection> {
+    pub(super) fn by_generation(&self, generation: u64) -> Option<&Connection> {
         self.at(*self.by_id.get(&generation)?)
     }
 
-    pub fn by_key(&self, key: SocketKey) -> Option<&Connection> {
+    pub(super) fn by_key(&self, key: SocketKey) -> Option<&Connection> {
         self.at(*self.by_key.get(&key)?)
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Connection> {
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = &Connection> {
         self.entries.iter()
     }
 
     /// The most recent entries first; marks may still be added to them (ids and tuples
     /// are not changed through this).
-    pub fn recent_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+    pub(super) fn recent_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
         self.entries.iter_mut().rev()
     }
 }

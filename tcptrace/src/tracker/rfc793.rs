@@ -4,7 +4,7 @@
 
 use crate::state::TcpState::{self, *};
 
-pub fn allowed(old: TcpState, new: TcpState) -> bool {
+pub(super) fn allowed(old: TcpState, new: TcpState) -> bool {
     // A reset, an abort or a timeout can take any open socket to CLOSE.
     if new == Close {
         return old != Close;

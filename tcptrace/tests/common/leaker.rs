@@ -12,7 +12,7 @@ use std::{
 /// pid, namespace and cgroup are what tcptrace must find. Arguments: port, leaks,
 /// client port, TIME_WAIT count, outside count; it starts on a line ("go") on stdin
 /// and prints "ready" when its sockets are made.
-pub const SCRIPT: &str = r#"
+pub(crate) const SCRIPT: &str = r#"
 import socket, sys, time
 port, n, client_port, tw, outside = (int(a) for a in sys.argv[1:6])
 sys.stdin.readline()  # "go": the test has moved us where it wants
@@ -33,7 +33,7 @@ for i in range(outside):  # connections from other processes, held too
 time.sleep(600)
 "#;
 
-pub struct Leaker {
+pub(crate) struct Leaker {
     child: Child,
     stdin: Option<ChildStdin>,
 }
@@ -43,7 +43,7 @@ impl Leaker {
     /// 127.0.0.1:`port`; it waits for [`Leaker::go`]. `client_port` 0: ephemeral client
     /// ports, else `client_port + i`. `time_wait` more connections end in TIME_WAIT on
     /// the client side.
-    pub fn spawn(
+    pub(crate) fn spawn(
         netns: &str,
         port: u16,
         leaks: usize,
@@ -55,7 +55,7 @@ impl Leaker {
 
     /// The same, and once ready it accepts and holds `outside` connections made by
     /// other processes.
-    pub fn spawn_accepting(
+    pub(crate) fn spawn_accepting(
         netns: &str,
         port: u16,
         leaks: usize,
@@ -82,12 +82,12 @@ impl Leaker {
     }
 
     /// The pid as the host sees it (`ip netns exec` execs it in place).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Lets it make its sockets, and waits until they are made.
-    pub fn go(&mut self) {
+    pub(crate) fn go(&mut self) {
         let mut stdin = self.stdin.take().expect("go once");
         stdin.write_all(b"go\n").unwrap();
         let mut line = String::new();
@@ -106,7 +106,7 @@ impl Drop for Leaker {
 }
 
 /// `ip netns exec NS ss -Htan state STATE '( sport = :P or dport = :P )'`, counted.
-pub fn ss_count_in(netns: &str, state: &str, port: u16) -> usize {
+pub(crate) fn ss_count_in(netns: &str, state: &str, port: u16) -> usize {
     let out = Command::new("ip")
         .args(["netns", "exec", netns, "ss", "-Htan", "state", state])
         .arg(format!("( sport = :{port} or dport = :{port} )"))
@@ -121,7 +121,7 @@ pub fn ss_count_in(netns: &str, state: &str, port: u16) -> usize {
 }
 
 /// The inode number of a process's network namespace (`readlink /proc/PID/ns/net`).
-pub fn netns_of(pid: u32) -> u64 {
+pub(crate) fn netns_of(pid: u32) -> u64 {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     let text = link.to_string_lossy();
     text.trim_start_matches("net:[")
@@ -131,7 +131,7 @@ pub fn netns_of(pid: u32) -> u64 {
 }
 
 /// The inode number of the namespace `ip netns add NAME` made.
-pub fn inum_of(name: &str) -> u32 {
+pub(crate) fn inum_of(name: &str) -> u32 {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(format!("/run/netns/{name}")).unwrap();
     u32::try_from(meta.ino()).unwrap()

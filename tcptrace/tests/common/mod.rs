@@ -5,9 +5,9 @@
     reason = "each test binary uses a different part of this module"
 )]
 
-pub mod leaker;
-pub mod netns;
-pub mod serve;
+pub(crate) mod leaker;
+pub(crate) mod netns;
+pub(crate) mod serve;
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -26,7 +26,7 @@ use tokio::{runtime::Runtime, sync::mpsc};
 /// Panics unless root. Every privileged test is `#[ignore = "needs root"]`, so that a
 /// run without root reports it as ignored instead of passing it; this says why one run
 /// anyway (`--include-ignored`) cannot work. `cargo xtask test` runs them all as root.
-pub fn require_root() {
+pub(crate) fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert!(
@@ -39,7 +39,7 @@ pub fn require_root() {
 
 /// Panics unless the binary under test has the test hooks (`TCPTRACE_INJECT_*`,
 /// src/fault.rs), which only a build with the `fault-injection` feature has.
-pub fn require_fault_injection() {
+pub(crate) fn require_fault_injection() {
     #[cfg(not(feature = "fault-injection"))]
     panic!(
         "{} injects faults: run `cargo test --features fault-injection` (as \
@@ -49,7 +49,7 @@ pub fn require_fault_injection() {
 }
 
 /// The programs loaded into the running kernel with a filter, and what they sent.
-pub struct Harness {
+pub(crate) struct Harness {
     pub rt: Runtime,
     pub probe: Probe,
     rx: mpsc::Receiver<EventBatch>,
@@ -58,7 +58,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn start(filter: KernelFilter) -> Harness {
+    pub(crate) fn start(filter: KernelFilter) -> Harness {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -86,7 +86,7 @@ impl Harness {
 
     /// Collects events until `done(events)` holds or `timeout` passes, then for
     /// `settle` more so that an unexpected extra event would be caught too.
-    pub fn collect_until(
+    pub(crate) fn collect_until(
         &mut self,
         timeout: Duration,
         done: impl Fn(&[TcpEvent]) -> bool,
@@ -119,7 +119,7 @@ impl Harness {
 }
 
 /// Events grouped by socket (skaddr), sockets in order of first appearance.
-pub fn by_socket(events: &[TcpEvent]) -> Vec<Vec<TcpEvent>> {
+pub(crate) fn by_socket(events: &[TcpEvent]) -> Vec<Vec<TcpEvent>> {
     let mut order: Vec<u64> = Vec::new();
     for e in events {
         if e.skaddr != 0 && !order.contains(&e.skaddr) {
@@ -133,7 +133,7 @@ pub fn by_socket(events: &[TcpEvent]) -> Vec<Vec<TcpEvent>> {
 }
 
 /// The socket whose first event is `old → new`.
-pub fn socket_starting_with(
+pub(crate) fn socket_starting_with(
     events: &[TcpEvent],
     old: TcpState,
     new: TcpState,
@@ -143,7 +143,7 @@ pub fn socket_starting_with(
         .find(|evs| evs[0].kind == EventKind::StateChange { old, new })
 }
 
-pub fn transitions(events: &[TcpEvent]) -> Vec<(TcpState, TcpState)> {
+pub(crate) fn transitions(events: &[TcpEvent]) -> Vec<(TcpState, TcpState)> {
     events
         .iter()
         .filter_map(|e| match e.kind {
@@ -154,29 +154,29 @@ pub fn transitions(events: &[TcpEvent]) -> Vec<(TcpState, TcpState)> {
 }
 
 /// What happened to one socket, in order.
-pub fn kinds(events: &[TcpEvent]) -> Vec<EventKind> {
+pub(crate) fn kinds(events: &[TcpEvent]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
 
 /// `old → new`, for writing expected sequences.
-pub fn change(old: TcpState, new: TcpState) -> EventKind {
+pub(crate) fn change(old: TcpState, new: TcpState) -> EventKind {
     EventKind::StateChange { old, new }
 }
 
 /// How many `→ CLOSE` transitions, to know when a scenario is over.
-pub fn closes(events: &[TcpEvent]) -> usize {
+pub(crate) fn closes(events: &[TcpEvent]) -> usize {
     transitions(events)
         .iter()
         .filter(|(_, new)| *new == TcpState::Close)
         .count()
 }
 
-pub fn listen(addr: SocketAddr) -> TcpListener {
+pub(crate) fn listen(addr: SocketAddr) -> TcpListener {
     TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }
 
 /// `SO_LINGER {on, 0}`: close() then aborts with a RST instead of a FIN.
-pub fn set_linger_zero(stream: &TcpStream) {
+pub(crate) fn set_linger_zero(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -199,12 +199,12 @@ pub fn set_linger_zero(stream: &TcpStream) {
     );
 }
 
-pub fn pause() {
+pub(crate) fn pause() {
     std::thread::sleep(Duration::from_millis(30));
 }
 
 /// `ss -Htan state <state> '( sport = :P or dport = :P )'`, counted.
-pub fn ss_count(state: &str, port: u16) -> usize {
+pub(crate) fn ss_count(state: &str, port: u16) -> usize {
     let out = std::process::Command::new("ss")
         .args([
             "-Htan",
@@ -224,13 +224,13 @@ pub fn ss_count(state: &str, port: u16) -> usize {
 
 /// TIME_WAIT lasts 60 s: a port of its own per run (in `base..base + 1000`), so that a
 /// quick re-run does not find the previous run's sockets.
-pub fn time_wait_port(base: u16) -> u16 {
+pub(crate) fn time_wait_port(base: u16) -> u16 {
     base + (std::process::id() % 1000) as u16
 }
 
 /// Leaves `n` accepted sockets on `listener` in CLOSE_WAIT: each client closes at once,
 /// and the returned ends are never closed.
-pub fn close_wait_sockets(listener: &TcpListener, n: usize) -> Vec<TcpStream> {
+pub(crate) fn close_wait_sockets(listener: &TcpListener, n: usize) -> Vec<TcpStream> {
     let addr = listener.local_addr().unwrap();
     (0..n)
         .map(|_| {
@@ -243,7 +243,7 @@ pub fn close_wait_sockets(listener: &TcpListener, n: usize) -> Vec<TcpStream> {
 }
 
 /// Leaves `n` client sockets toward `listener` in TIME_WAIT: the client closes first.
-pub fn time_wait_sockets(listener: &TcpListener, n: usize) {
+pub(crate) fn time_wait_sockets(listener: &TcpListener, n: usize) {
     let addr = listener.local_addr().unwrap();
     for _ in 0..n {
         let client = TcpStream::connect(addr).unwrap();
@@ -255,12 +255,12 @@ pub fn time_wait_sockets(listener: &TcpListener, n: usize) {
 }
 
 /// The ids of every BPF program loaded in the kernel (`bpftool prog show`).
-pub fn loaded_program_ids() -> std::collections::HashSet<u64> {
+pub(crate) fn loaded_program_ids() -> std::collections::HashSet<u64> {
     bpftool_ids("prog")
 }
 
 /// The ids of every BPF map in the kernel (`bpftool map show`).
-pub fn loaded_map_ids() -> std::collections::HashSet<u64> {
+pub(crate) fn loaded_map_ids() -> std::collections::HashSet<u64> {
     bpftool_ids("map")
 }
 
@@ -279,12 +279,12 @@ fn bpftool_ids(object: &str) -> std::collections::HashSet<u64> {
 }
 
 /// The test's own network namespace, as the daemon finds it.
-pub fn own_namespace() -> Namespace {
+pub(crate) fn own_namespace() -> Namespace {
     tcptrace::diag::netns::own_namespace().expect("/proc/self/ns/net")
 }
 
 /// Every TCP socket of the test's own network namespace, dumped as the daemon does.
-pub fn own_dump() -> NamespacesDump {
+pub(crate) fn own_dump() -> NamespacesDump {
     let dump = dump_namespaces(&[own_namespace()], &TcpState::ALL);
     assert!(dump.failed.is_empty(), "dumping the own namespace failed");
     dump

@@ -7,7 +7,7 @@ use std::{fs::File, os::fd::AsRawFd, process::Command};
 use netns_guard::Netns as Guard;
 
 /// Two namespaces joined by a veth pair ([`NetnsPair::create`]).
-pub struct NetnsPair {
+pub(crate) struct NetnsPair {
     pub a: String,
     pub b: String,
     pub addr_a: std::net::Ipv4Addr,
@@ -22,7 +22,7 @@ fn add(name: String) -> Guard {
         .unwrap_or_else(|e| panic!("{e} (needs root; cargo xtask setup installs iproute2)"))
 }
 
-pub fn sh(program: &str, args: &[&str]) -> String {
+pub(crate) fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -42,7 +42,7 @@ impl NetnsPair {
     /// TCP builds GSO skbs even with GSO/TSO off (`tcp_init_sock()` forces NETIF_F_GSO
     /// into `sk_route_forced_caps`; `tcp_tso_segs()` obeys only the device's
     /// `gso_max_segs`). GSO/TSO/GRO are turned off too, so nothing is merged on receive.
-    pub fn create(tag: &str, net: u8) -> NetnsPair {
+    pub(crate) fn create(tag: &str, net: u8) -> NetnsPair {
         let pid = std::process::id();
         let guards = [add(format!("{tag}-a-{pid}")), add(format!("{tag}-b-{pid}"))];
         let pair = NetnsPair {
@@ -93,7 +93,7 @@ impl NetnsPair {
     }
 
     /// Runs nft commands (a script) inside namespace `ns`.
-    pub fn nft(&self, ns: &str, script: &str) {
+    pub(crate) fn nft(&self, ns: &str, script: &str) {
         let path = std::env::temp_dir().join(format!("{ns}.nft"));
         std::fs::write(&path, script).expect("writing the nft script");
         sh(
@@ -104,7 +104,7 @@ impl NetnsPair {
     }
 
     /// `TcpRetransSegs` as the namespace's kernel counts it.
-    pub fn retrans_segs(&self, ns: &str) -> u64 {
+    pub(crate) fn retrans_segs(&self, ns: &str) -> u64 {
         let out = sh(
             "ip",
             &["netns", "exec", ns, "nstat", "-asz", "TcpRetransSegs"],
@@ -118,7 +118,7 @@ impl NetnsPair {
 }
 
 /// Runs `f` on a thread that has joined namespace `ns`; sockets it makes live there.
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -136,13 +136,13 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 
 /// One network namespace (`ip netns add <tag>-<pid>`) with loopback up, deleted on
 /// drop (see the module's doc).
-pub struct Netns {
+pub(crate) struct Netns {
     pub name: String,
     guard: Guard,
 }
 
 impl Netns {
-    pub fn create(tag: &str) -> Netns {
+    pub(crate) fn create(tag: &str) -> Netns {
         let guard = add(format!("{tag}-{}", std::process::id()));
         Netns {
             name: guard.name().to_owned(),
@@ -151,12 +151,12 @@ impl Netns {
     }
 
     /// `/run/netns/<name>`, the bind mount `ip netns add` made.
-    pub fn path(&self) -> std::path::PathBuf {
+    pub(crate) fn path(&self) -> std::path::PathBuf {
         self.guard.path()
     }
 
     /// The namespace's inode number (`net:[N]`).
-    pub fn inum(&self) -> u32 {
+    pub(crate) fn inum(&self) -> u32 {
         use std::os::unix::fs::MetadataExt as _;
         let meta = std::fs::metadata(self.path())
             .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()));
@@ -164,19 +164,19 @@ impl Netns {
     }
 
     /// Runs `f` on a thread inside the namespace; sockets it makes live there.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         in_netns(&self.name, f)
     }
 
     /// `ip netns exec <name> program args…`, its output.
-    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+    pub(crate) fn exec(&self, program: &str, args: &[&str]) -> String {
         let mut all = vec!["netns", "exec", &self.name, program];
         all.extend_from_slice(args);
         sh("ip", &all)
     }
 
     /// Deletes it now (`ip netns del`), or panics.
-    pub fn delete(self) {
+    pub(crate) fn delete(self) {
         self.guard.delete().unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -12,29 +12,29 @@ use std::{
 };
 
 /// A child process that is stopped with SIGTERM (then SIGKILL) when dropped.
-pub struct Process {
+pub(crate) struct Process {
     pub child: Child,
     name: &'static str,
 }
 
 impl Process {
-    pub fn adopt(child: Child, name: &'static str) -> Process {
+    pub(crate) fn adopt(child: Child, name: &'static str) -> Process {
         Process { child, name }
     }
 
     /// Its stderr, line by line (it must have been spawned with a piped stderr).
-    pub fn stderr_lines(&mut self) -> mpsc::Receiver<String> {
+    pub(crate) fn stderr_lines(&mut self) -> mpsc::Receiver<String> {
         lines(self.child.stderr.take().expect("a piped stderr"), self.name)
     }
 
-    pub fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
     /// Its exit status, once it exits; panics if it is still running after `timeout`
     /// (the drop then kills it).
-    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -50,7 +50,7 @@ impl Process {
     }
 
     /// Stops it: SIGTERM, then SIGKILL after 5 s. Returns whether it exited with 0.
-    pub fn stop(&mut self) -> bool {
+    pub(crate) fn stop(&mut self) -> bool {
         if let Ok(Some(status)) = self.child.try_wait() {
             return status.success();
         }
@@ -78,7 +78,7 @@ impl Drop for Process {
 
 /// `tcptrace serve` (or `watch --listen`) with `args`, listening on a port the kernel
 /// picks.
-pub struct Serve {
+pub(crate) struct Serve {
     pub process: Process,
     pub addr: SocketAddr,
     /// Every stderr line, as it comes.
@@ -100,15 +100,15 @@ fn lines(from: impl Read + Send + 'static, tag: &'static str) -> mpsc::Receiver<
 }
 
 impl Serve {
-    pub fn start(args: &[&str]) -> Serve {
+    pub(crate) fn start(args: &[&str]) -> Serve {
         Self::run("serve", args)
     }
 
-    pub fn run(subcommand: &str, args: &[&str]) -> Serve {
+    pub(crate) fn run(subcommand: &str, args: &[&str]) -> Serve {
         Self::run_with_env(subcommand, args, &[])
     }
 
-    pub fn run_with_env(subcommand: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
+    pub(crate) fn run_with_env(subcommand: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
             .args([subcommand, "--listen", "127.0.0.1:0"])
             .args(args)
@@ -140,17 +140,17 @@ impl Serve {
         }
     }
 
-    pub fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path)
     }
 
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (status, body) = self.get("/metrics");
         assert_eq!(status, 200, "{body}");
         body
     }
 
-    pub fn json(&self, path: &str) -> serde_json::Value {
+    pub(crate) fn json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
@@ -158,12 +158,12 @@ impl Serve {
 }
 
 /// GET over a fresh connection; (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(addr, "GET", path)
 }
 
 /// A bodiless request over a fresh connection; (status, body).
-pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+pub(crate) fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
@@ -183,7 +183,7 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String)
 
 /// The value of the sample `name{labels}` (labels as rendered, sorted by name) in a
 /// Prometheus text exposition, if present.
-pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = if labels.is_empty() {
         format!("{name} ")
     } else {
@@ -195,7 +195,11 @@ pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
@@ -207,7 +211,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
 }
 
 /// A port free at the time of asking (for servers that cannot be told to pick one).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -216,15 +220,15 @@ pub fn free_port() -> u16 {
 }
 
 /// The workspace's `deploy/` directory.
-pub fn deploy_dir() -> PathBuf {
+pub(crate) fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
 /// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         let path = std::env::temp_dir().join(format!("tcptrace-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
@@ -240,7 +244,7 @@ impl Drop for TempDir {
 
 /// Debian's Prometheus, scraping `targets` every second, with tcptrace's alert rules
 /// loaded, its data in a temporary directory.
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     pub addr: SocketAddr,
     // Dropped in this order: the server first, then its directory.
     _process: Process,
@@ -248,7 +252,7 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn start(targets: &[SocketAddr]) -> Prometheus {
+    pub(crate) fn start(targets: &[SocketAddr]) -> Prometheus {
         let dir = TempDir::new("prometheus");
         let rules = deploy_dir().join("prometheus/tcptrace.rules.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
@@ -292,7 +296,7 @@ impl Prometheus {
     }
 
     /// An instant PromQL query; the result vector's (labels, value) pairs.
-    pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+    pub(crate) fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
         let encoded: String = promql
             .bytes()
             .map(|b| match b {

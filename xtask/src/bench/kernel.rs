@@ -11,12 +11,12 @@ use crate::cmd;
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Turns BPF run-time statistics on, and back to what they were on drop.
-pub struct BpfStats {
+pub(super) struct BpfStats {
     previous: String,
 }
 
 impl BpfStats {
-    pub fn enable() -> anyhow::Result<BpfStats> {
+    pub(super) fn enable() -> anyhow::Result<BpfStats> {
         let previous = std::fs::read_to_string(STATS_SYSCTL)
             .context("reading kernel.bpf_stats_enabled")?
             .trim()
@@ -50,12 +50,12 @@ fn programs() -> anyhow::Result<Vec<ProgramInfo>> {
 }
 
 /// Every loaded program's id.
-pub fn program_ids() -> anyhow::Result<Vec<u32>> {
+pub(super) fn program_ids() -> anyhow::Result<Vec<u32>> {
     Ok(programs()?.into_iter().map(|p| p.id).collect())
 }
 
 /// Total run time (ns) and runs of the programs with these ids.
-pub fn program_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
+pub(super) fn program_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
     let by_id: HashMap<u32, ProgramInfo> = programs()?.into_iter().map(|p| (p.id, p)).collect();
     Ok(ids
         .iter()

@@ -27,7 +27,7 @@ use crate::{
 };
 
 #[derive(Clone, Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Repetitions of the interleaved cycle (baseline, tcptrace ×3, bpftrace ×2).
     #[arg(long, default_value_t = 5)]
     pub reps: u32,
@@ -57,7 +57,7 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     /// What `cargo xtask bench --smoke` runs.
-    pub fn smoke() -> BenchArgs {
+    pub(crate) fn smoke() -> BenchArgs {
         BenchArgs {
             reps: 1,
             load: LoadArgs {
@@ -89,7 +89,7 @@ const SMOKE_CONNECTIONS: u64 = 400;
 
 /// One tracer's run in one repetition.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub rep: u32,
     pub tracer: Tracer,
     pub churn: ChurnReport,
@@ -98,13 +98,13 @@ pub struct Sample {
 
 impl Sample {
     /// The state changes the kernel made on the churn's port.
-    pub fn expected_events(&self) -> u64 {
+    pub(crate) fn expected_events(&self) -> u64 {
         self.churn.connections * TRANSITIONS_PER_CONNECTION + TRANSITIONS_PER_RUN
     }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SystemResults {
+pub(crate) struct SystemResults {
     /// The flags of the run, for the report's header.
     #[serde(default)]
     pub flags: Vec<String>,
@@ -113,7 +113,7 @@ pub struct SystemResults {
     pub skipped: Vec<String>,
 }
 
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(results) = &args.inside {
         return inside(args, results);
     }

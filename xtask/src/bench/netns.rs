@@ -11,7 +11,7 @@ use crate::cmd;
 /// [`netns_guard::Netns::delete`] where a failure should fail the run as an error;
 /// dropping it is the backstop, and panics on a failed deletion unless already
 /// panicking.
-pub fn create(tag: &str) -> anyhow::Result<Netns> {
+pub(super) fn create(tag: &str) -> anyhow::Result<Netns> {
     let name = format!("tcptrace-{tag}-{}", std::process::id());
     Netns::add(&name).with_context(|| format!("creating network namespace {name}"))
 }
@@ -20,7 +20,7 @@ pub fn create(tag: &str) -> anyhow::Result<Netns> {
 /// a new network namespace with loopback up. The previous one, and the TIME_WAIT
 /// sockets a run left in it, go away once nothing uses it: each run starts from the
 /// same clean state instead of paying for the last run's 60 s of TIME_WAIT.
-pub fn enter_fresh() -> anyhow::Result<()> {
+pub(super) fn enter_fresh() -> anyhow::Result<()> {
     // SAFETY: unshare(2) with a flag; affects only the calling thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNET)");

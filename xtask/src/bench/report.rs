@@ -188,7 +188,7 @@ fn capacity_table(capacity: &Capacity) -> String {
     table
 }
 
-pub fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -> String {
+pub(super) fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -> String {
     let shape = &args.load;
     let load = if shape.rate == 0 {
         "as fast as it goes (peak)".to_owned()

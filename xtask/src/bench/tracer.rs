@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Tracer {
+pub(crate) enum Tracer {
     /// No tracer: the baseline.
     None,
     /// `tcptrace serve` with everything on: timelines, detectors, metrics.
@@ -34,7 +34,7 @@ pub enum Tracer {
 }
 
 impl Tracer {
-    pub const ALL: [Tracer; 6] = [
+    pub(crate) const ALL: [Tracer; 6] = [
         Tracer::None,
         Tracer::Tcptrace,
         Tracer::TcptraceReadsNone,
@@ -43,7 +43,7 @@ impl Tracer {
         Tracer::BpftracePrint,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Tracer::None => "no tracer (baseline)",
             Tracer::Tcptrace => "tcptrace serve",
@@ -54,12 +54,12 @@ impl Tracer {
         }
     }
 
-    pub fn is_bpftrace(self) -> bool {
+    pub(crate) fn is_bpftrace(self) -> bool {
         matches!(self, Tracer::BpftraceCount | Tracer::BpftracePrint)
     }
 
     /// A tcptrace row with fewer kernel reads (needs the `bench-hooks` build).
-    pub fn prices_reads(self) -> bool {
+    pub(crate) fn prices_reads(self) -> bool {
         matches!(
             self,
             Tracer::TcptraceReadsNone | Tracer::TcptraceReadsSocket
@@ -67,7 +67,7 @@ impl Tracer {
     }
 
     /// `tcptrace serve`, whatever it reads in the kernel.
-    pub fn is_tcptrace(self) -> bool {
+    pub(crate) fn is_tcptrace(self) -> bool {
         self.kernel_reads().is_some()
     }
 
@@ -84,7 +84,7 @@ impl Tracer {
 
 /// What one tracer run measured.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub struct TracerReport {
+pub(crate) struct TracerReport {
     pub events: u64,
     pub lost: u64,
     /// The tracer process's user + system time during the churn, in seconds.
@@ -94,7 +94,7 @@ pub struct TracerReport {
     pub kernel_runs: u64,
 }
 
-pub struct Running {
+pub(super) struct Running {
     tracer: Tracer,
     child: Child,
     output: mpsc::Receiver<String>,
@@ -134,7 +134,7 @@ fn wait_for_line(
 }
 
 /// utime + stime of `pid` (all its threads), in seconds.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised comm, which may contain spaces.
     let rest = stat.rsplit_once(')').context("malformed stat")?.1;
@@ -157,7 +157,7 @@ fn bpftrace_script(tracer: Tracer, port: u16) -> String {
     format!("tracepoint:sock:inet_sock_set_state {filter} {{ {action} }}")
 }
 
-pub fn start(
+pub(super) fn start(
     tracer: Tracer,
     tcptrace: &Path,
     port: u16,
@@ -285,7 +285,7 @@ fn drain(output: &mpsc::Receiver<String>, grace: Duration) -> Vec<String> {
 }
 
 /// After the churn: reads what the tracer counted, then stops it.
-pub fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
+pub(super) fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
     let pid = running.child.id();
     // Let the tracer drain its buffers.
     std::thread::sleep(Duration::from_secs(1));

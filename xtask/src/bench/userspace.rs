@@ -11,15 +11,15 @@ use super::netns;
 use crate::cmd;
 
 /// Real TIME_WAIT sockets for the reconcile measurement.
-pub const TIME_WAIT_SOCKETS: u64 = 100_000;
+pub(super) const TIME_WAIT_SOCKETS: u64 = 100_000;
 /// Records in one replay (benches/pipeline.rs: 100k connections × 10).
-pub const REPLAY_EVENTS: u64 = 1_000_000;
+pub(super) const REPLAY_EVENTS: u64 = 1_000_000;
 /// Network namespaces for the every-namespace dump measurement (1,000 TIME_WAIT
 /// sockets each: benches/namespaces/mod.rs).
-pub const NAMESPACES: u64 = 100;
+pub(super) const NAMESPACES: u64 = 100;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Capacity {
+pub(super) struct Capacity {
     /// Events per second through decode → tracker → metrics on one core.
     pub replay_events_per_second: f64,
     /// (connections, allocated bytes per connection, resident bytes per connection).
@@ -35,7 +35,7 @@ pub struct Capacity {
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub struct NamespaceDumpTime {
+pub(super) struct NamespaceDumpTime {
     /// `net.ipv4.tcp_child_ehash_entries` they were created with (0: the shared hash).
     pub child_ehash_entries: u64,
     /// Namespaces found (the benchmark's, the host's own, and any others on the host).
@@ -84,7 +84,7 @@ fn bench_executable(name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("cargo built no executable for bench {name}"))
 }
 
-pub fn run() -> anyhow::Result<Capacity> {
+pub(super) fn run() -> anyhow::Result<Capacity> {
     let mut capacity = Capacity::default();
 
     eprintln!("bench: replaying {REPLAY_EVENTS} events (criterion)");
