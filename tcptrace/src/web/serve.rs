@@ -3,10 +3,10 @@
 //!
 //! What an unfriendly or broken client can hold, and for how long:
 //! - at most `max_connections` connections. At the cap, a new connection closes the one
-//!   that has waited longest for a request (idle keep-alive, a client that has not sent
-//!   its request's header yet, a TLS handshake in progress), so that idle or trickling
-//!   clients cannot lock out a scrape; a connection being answered is never closed for
-//!   another. When every connection is being answered, the new one waits for the first
+//!   that has waited longest for a request: a silent one (idle keep-alive, or nothing
+//!   sent yet) first, else one still sending its request's header or TLS handshake; so
+//!   idle or trickling clients cannot lock out a scrape. A connection being answered is
+//!   never closed for another. When every connection is being answered, the new one waits for the first
 //!   to finish and the kernel's backlog holds the rest.
 //! - an idle connection (before its first request or between two) for `idle_timeout`;
 //! - a request's header, from its first byte (or a TLS handshake), for
@@ -216,7 +216,8 @@ impl Slots {
         self.lock().retain(|s| s.id != id);
     }
 
-    /// Closes the connection that has waited longest for a request; false if every
+    /// Closes the connection that has waited longest for a request, a silent one
+    /// before one that is sending a header or a TLS handshake; false if every
     /// connection is being answered.
     fn evict_longest_idle(&self) -> bool {
         let open = self.lock();
@@ -225,9 +226,9 @@ impl Slots {
             .filter_map(|slot| {
                 let state = slot.lock();
                 (state.phase != Phase::Request && !state.evicted)
-                    .then_some((state.idle_since, slot))
+                    .then_some(((state.phase == Phase::Header, state.idle_since), slot))
             })
-            .min_by_key(|(idle_since, _)| *idle_since);
+            .min_by_key(|(order, _)| *order);
         let Some((_, slot)) = victim else {
             return false;
         };
