@@ -288,6 +288,32 @@ fn tls_and_basic_auth_from_a_node_exporter_web_config() {
         assert_eq!(curl(&args).status, 200, "{version:?}");
     }
 
+    // Counted: three refusals (before any Prometheus), the plain request.
+    let metrics = curl(&[
+        "--cacert",
+        ca,
+        "-u",
+        "prometheus:scrape-secret",
+        &https(&serve, "/metrics"),
+    ])
+    .body;
+    let count = |name: &str, reason: &str| sample(&metrics, name, &format!("reason=\"{reason}\""));
+    assert_eq!(
+        count("tcptrace_http_requests_refused_total", "unauthorized"),
+        Some(3.0)
+    );
+    assert_eq!(
+        count("tcptrace_http_connections_cut_total", "plain_http_on_tls"),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "tcptrace_http_connections_cut_total",
+            "tls_handshake_failed"
+        ),
+        Some(1.0)
+    );
+
     // A real Prometheus scrapes over TLS with basic auth; the same target with a wrong
     // password is down.
     let scrape = |job: &str, password: &str| {
@@ -475,8 +501,18 @@ fn idle_and_trickling_clients_are_cut_at_their_timeouts() {
         took >= Duration::from_millis(1300) && took < Duration::from_secs(3),
         "keep-alive connection closed {took:?} after its answer"
     );
-    // Requests that come whole are answered as ever.
-    assert_eq!(serve.get("/healthz").0, 200);
+    // Requests that come whole are answered as ever; each cut is counted.
+    let metrics = serve.metrics();
+    let cut = |reason: &str| {
+        sample(
+            &metrics,
+            "tcptrace_http_connections_cut_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert_eq!(cut("idle_timeout"), Some(2.0));
+    assert_eq!(cut("header_timeout"), Some(1.0));
+    assert_eq!(cut("evicted"), Some(0.0));
 }
 
 /// `tcptrace serve --web.config.file PATH` where PATH is bad: exit 1 before anything

@@ -212,6 +212,7 @@ pub async fn run(
             app,
             http.web,
             http.limits,
+            Arc::clone(&metrics),
             server_stop,
         ))
     });

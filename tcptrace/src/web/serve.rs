@@ -42,6 +42,7 @@ use tokio::{
 use tower_service::Service as _;
 
 use super::WebConfig;
+use crate::metrics::Metrics;
 
 /// A request header larger than this is answered 431 (hyper's read buffer; its minimum
 /// is 8 KiB).
@@ -117,6 +118,18 @@ enum Cut {
     HeaderTimeout,
     ResponseDeadline,
     Evicted,
+}
+
+impl Cut {
+    /// The `reason` label of `tcptrace_http_connections_cut_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Cut::IdleTimeout => "idle_timeout",
+            Cut::HeaderTimeout => "header_timeout",
+            Cut::ResponseDeadline => "response_deadline",
+            Cut::Evicted => "evicted",
+        }
+    }
 }
 
 impl Slot {
@@ -241,12 +254,14 @@ impl Slots {
 /// Removes its slot when the connection's task ends, however it ends.
 struct Registered {
     slots: Arc<Slots>,
+    metrics: Arc<Metrics>,
     id: u64,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.slots.remove(self.id);
+        self.metrics.http_connections.dec();
     }
 }
 
@@ -386,6 +401,23 @@ struct Shared {
     web: WebConfig,
     limits: Limits,
     slots: Arc<Slots>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn cut(&self, reason: &str) {
+        self.metrics
+            .http_connections_cut
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    fn refused(&self, reason: &str) {
+        self.metrics
+            .http_requests_refused
+            .with_label_values(&[reason])
+            .inc();
+    }
 }
 
 /// Serves `router` on `listener` until `stop` fires, then lets requests in progress
@@ -395,14 +427,17 @@ pub async fn serve(
     router: Router,
     web: WebConfig,
     limits: Limits,
+    metrics: Arc<Metrics>,
     mut stop: oneshot::Receiver<()>,
 ) -> io::Result<()> {
     let cap = limits.max_connections.max(1);
+    metrics.http_connections_limit.set(i64::from(cap));
     let shared = Arc::new(Shared {
         router,
         web,
         limits,
         slots: Arc::default(),
+        metrics,
     });
     let permits = Arc::new(Semaphore::new(cap as usize));
     let (shutdown, shutting_down) = watch::channel(false);
@@ -469,8 +504,10 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
     mut shutting_down: watch::Receiver<bool>,
 ) {
+    shared.metrics.http_connections.inc();
     let _registered = Registered {
         slots: Arc::clone(&shared.slots),
+        metrics: Arc::clone(&shared.metrics),
         id: slot.id,
     };
     let limits = shared.limits;
@@ -492,6 +529,7 @@ async fn connection(
                 let mut io = io;
                 let _ = io.write_all(PLAIN_HTTP_ON_TLS).await;
                 let _ = io.shutdown().await;
+                shared.cut("plain_http_on_tls");
                 return None;
             }
             Ok(1) => {}
@@ -501,6 +539,7 @@ async fn connection(
             Ok(stream) => Some(stream),
             Err(err) => {
                 log::debug!("TLS handshake with {} failed: {err}", slot.peer);
+                shared.cut("tls_handshake_failed");
                 None
             }
         }
@@ -509,6 +548,7 @@ async fn connection(
         stream = handshake => stream,
         why = slot.cut(&limits) => {
             log::debug!("HTTP connection from {} closed during the TLS handshake: {why:?}", slot.peer);
+            shared.cut(why.label());
             None
         }
         _ = shutting_down.changed() => None,
@@ -570,6 +610,7 @@ async fn http<I>(
             }
             why = slot.cut(&shared.limits) => {
                 log::debug!("HTTP connection from {} closed: {why:?}", slot.peer);
+                shared.cut(why.label());
                 return;
             }
             changed = shutting_down.changed(), if !stopping => {
@@ -596,6 +637,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> Response<Body> 
     let web = &shared.web;
     if let Some(limit) = &web.rate_limit {
         if !limit.allow() {
+            shared.refused("rate_limited");
             return plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n");
         }
     }
@@ -605,6 +647,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> Response<Body> 
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
     if chunked || declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        shared.refused("body_too_large");
         let mut response = plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request bodies are not accepted here\n",
@@ -622,6 +665,7 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> Response<Body> 
             match tokio::time::timeout(AUTH_TIMEOUT, auth.allows(header)).await {
                 Ok(true) => {}
                 Ok(false) => {
+                    shared.refused("unauthorized");
                     let mut response = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
                     response.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
@@ -630,10 +674,11 @@ async fn respond(request: Request<Incoming>, shared: &Shared) -> Response<Body> 
                     return response;
                 }
                 Err(_) => {
+                    shared.refused("auth_busy");
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "too many password checks at once; try again\n",
-                    )
+                    );
                 }
             }
         }
