@@ -514,4 +514,61 @@ mod tests {
             Some("127.0.0.1:9300".parse().unwrap())
         );
     }
+
+    #[test]
+    fn web_flags_have_guarded_defaults_and_bounds() {
+        let args = serve(&["serve"]);
+        assert_eq!(args.web.config_file, None);
+        let http = args.web.http_config(args.listen).unwrap();
+        assert_eq!(http.limits, Limits::default());
+        assert_eq!(http.limits.max_connections, 64);
+        assert!(http.web.tls.is_none() && http.web.auth.is_none());
+        let args = serve(&[
+            "serve",
+            "--web.max-connections",
+            "8",
+            "--web.idle-timeout",
+            "5s",
+            "--web.read-header-timeout",
+            "2s",
+        ]);
+        assert_eq!(
+            args.web.http_config(args.listen).unwrap().limits,
+            Limits {
+                max_connections: 8,
+                read_header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(5),
+            }
+        );
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        for bad in [
+            &["serve", "--web.max-connections", "0"][..],
+            &["serve", "--web.max-connections", "100000"],
+            &["serve", "--web.idle-timeout", "0s"],
+            &["serve", "--web.read-header-timeout", "soon"],
+        ] {
+            assert_eq!(kind(bad), ErrorKind::ValueValidation, "{bad:?}");
+        }
+        // On watch they need --listen.
+        assert!(watch(&["watch", "--web.max-connections", "8"])
+            .http_config()
+            .is_err());
+        assert!(watch(&["watch"]).http_config().unwrap().is_none());
+        let with_listen = watch(&[
+            "watch",
+            "--listen",
+            "127.0.0.1:9300",
+            "--web.max-connections",
+            "8",
+        ]);
+        assert_eq!(
+            with_listen
+                .http_config()
+                .unwrap()
+                .unwrap()
+                .limits
+                .max_connections,
+            8
+        );
+    }
 }

@@ -616,3 +616,40 @@ fn a_bad_web_config_file_stops_the_start_with_the_reason() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("need --listen"), "{stderr}");
 }
+
+#[test]
+fn the_readme_web_config_is_accepted() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let example = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("tls_server_config:"))
+        .expect("the README shows a web config");
+    let pki = Pki::new("web-readme");
+    std::fs::copy(pki.path("server.pem"), pki.path("tcptrace.crt")).unwrap();
+    std::fs::copy(pki.path("server.key"), pki.path("tcptrace.key")).unwrap();
+    let config = pki.web_config(example);
+    let out = Command::new(TCPTRACE)
+        .args(["doctor", "--listen", "127.0.0.1:0", "--web.config.file"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("web config"))
+        .expect("a web config line");
+    assert!(
+        line.contains("  ok  ") && line.contains("TLS on, basic auth for 1 user(s)"),
+        "{line}"
+    );
+    // Its hash is the password it says.
+    let hash = example
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("prometheus: "))
+        .unwrap();
+    assert!(bcrypt::verify("change-me", hash).unwrap());
+}

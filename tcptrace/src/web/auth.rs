@@ -249,10 +249,12 @@ mod tests {
                 "{err}"
             );
         }
-        // htpasswd's $2y$ and Go's $2a$ both pass.
-        let y = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
-        assert!(BasicAuth::new(BTreeMap::from([("u".to_owned(), y.to_owned())])).is_ok());
-        let a = y.replacen("$2y$", "$2a$", 1);
+        // htpasswd's $2y$, Python's $2b$ and Go's $2a$ all pass.
+        let b = "$2b$10$vHlKsugbEdhD5E.oDhMEYuZhuDs6hcFS1H4kWuKdogpNWrqEXEj6W";
+        let y = b.replacen("$2b$", "$2y$", 1);
+        assert!(BasicAuth::new(BTreeMap::from([("u".to_owned(), y)])).is_ok());
+        assert!(BasicAuth::new(BTreeMap::from([("u".to_owned(), b.to_owned())])).is_ok());
+        let a = b.replacen("$2b$", "$2a$", 1);
         assert!(BasicAuth::new(BTreeMap::from([("u".to_owned(), a)])).is_ok());
     }
 

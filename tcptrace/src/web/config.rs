@@ -518,3 +518,76 @@ fn tls_config(tls: TlsFile, dir: &Path) -> Result<(Option<ServerConfig>, ClientA
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((Some(config), client_auth))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<WebConfig, String> {
+        let file: File = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+        from_file(
+            file,
+            Path::new("/etc/tcptrace"),
+            Path::new("/etc/tcptrace/web.yml"),
+        )
+    }
+
+    #[test]
+    fn a_file_without_tls_or_users_serves_plain_http_to_all() {
+        for yaml in [
+            "{}",
+            "tls_server_config:\n",
+            // No certificate, key or client CA: plain HTTP, as in exporter-toolkit.
+            "tls_server_config:\n  min_version: TLS13\n",
+            "basic_auth_users: {}\n",
+            "rate_limit:\n  interval: 0s\n",
+            "http_server_config:\n  http2: false\n",
+        ] {
+            let config = parse(yaml).unwrap();
+            assert!(config.tls.is_none(), "{yaml}");
+            assert!(config.auth.is_none(), "{yaml}");
+            assert!(config.rate_limit.is_none(), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn headers_users_and_the_rate_limit_are_taken() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let config = parse(&format!(
+            "basic_auth_users:\n  b: {hash}\n  a: {hash}\nauth_excluded_paths: [/healthz]\n\
+             http_server_config:\n  headers:\n    X-Frame-Options: deny\n    \
+             Strict-Transport-Security: max-age=31536000\nrate_limit:\n  interval: 100ms\n  \
+             burst: 5\n"
+        ))
+        .unwrap();
+        assert_eq!(config.auth.unwrap().users(), ["a", "b"]);
+        assert_eq!(config.auth_excluded_paths, ["/healthz"]);
+        let headers: Vec<(&str, &str)> = config
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("strict-transport-security", "max-age=31536000"),
+                ("x-frame-options", "deny")
+            ]
+        );
+        assert!(config.rate_limit.is_some());
+    }
+
+    #[test]
+    fn relative_paths_are_under_the_files_directory() {
+        let dir = Path::new("/etc/tcptrace");
+        assert_eq!(
+            join(dir, Path::new("tls/a.crt")),
+            Path::new("/etc/tcptrace/tls/a.crt")
+        );
+        assert_eq!(join(dir, Path::new("/srv/a.crt")), Path::new("/srv/a.crt"));
+        let err = parse("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n")
+            .err()
+            .unwrap();
+        assert!(err.contains("/etc/tcptrace/a.crt"), "{err}");
+    }
+}
