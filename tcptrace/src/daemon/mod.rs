@@ -101,14 +101,25 @@ const DUMP_SETTLE: Duration = crate::probe::DRAIN_EVERY.saturating_mul(5);
 /// How often levels (connections by state, kernel counters) are refreshed.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The HTTP listener's accept queue (the kernel caps it at `net.core.somaxconn`). Deep
+/// enough that a burst of connections (a flood the server is evicting) does not overflow
+/// it: a SYN dropped on a full queue is retried only after a second.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Binds the HTTP listener before anything is loaded, so that a taken port fails
 /// fast and leaves nothing behind.
 fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| {
-        format!("cannot listen on {addr} (--listen); pick a free address and port")
-    })?;
-    listener.set_nonblocking(true)?;
-    Ok(tokio::net::TcpListener::from_std(listener)?)
+    let fail = || format!("cannot listen on {addr} (--listen); pick a free address and port");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(fail)?;
+    // As std's bind does: a restart is not refused for the old connections' TIME_WAIT.
+    socket.set_reuseaddr(true).with_context(fail)?;
+    socket.bind(addr).with_context(fail)?;
+    socket.listen(LISTEN_BACKLOG).with_context(fail)
 }
 
 /// Waits for the HTTP server to stop on its own (it should not), or forever.

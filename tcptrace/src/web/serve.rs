@@ -19,6 +19,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future as _,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -392,8 +393,6 @@ impl AsyncWrite for GuardedIo {
         this.write_progress(cx, poll)
     }
 }
-
-use std::future::Future as _;
 
 /// What every connection shares.
 struct Shared {
