@@ -1,16 +1,17 @@
 //! Command-line interface (clap derive; the doc comments are the `--help` text).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use tcptrace_common::reads;
 
 use crate::{
-    config::TraceConfig,
+    config::{HttpConfig, TraceConfig},
     detect::DetectConfig,
     diag::netns::{self, Namespace},
     probe::{Family, KernelFilter, ProbeConfig, DEFAULT_RING_BUFFER_BYTES},
     state::TcpState,
+    web::{self, Limits, WebConfigError},
 };
 
 /// Watch every TCP connection on this host from inside the kernel (eBPF).
@@ -46,6 +47,11 @@ pub struct DoctorArgs {
     /// The address `serve --listen` would use.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
+
+    /// The web configuration file `serve --web.config.file` would use: read and checked
+    /// (certificates, keys, bcrypt hashes) as `serve` does.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Where `tcptrace serve` listens unless told otherwise: loopback only.
@@ -161,6 +167,10 @@ pub struct WatchArgs {
     /// e.g. 127.0.0.1:9977.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// With --listen.
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -172,6 +182,81 @@ pub struct ServeArgs {
     /// connection details to whoever can reach it: see the README.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// How the HTTP side is served: TLS and authentication, and what a client may hold.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "HTTP server")]
+pub struct WebArgs {
+    /// A web configuration file in the Prometheus exporter-toolkit format, the one
+    /// node_exporter takes: TLS certificate and key (`tls_server_config`), client
+    /// certificates checked against a CA, `basic_auth_users` with bcrypt hashes.
+    /// Relative paths in it are relative to its directory. Read once, at start: a bad
+    /// file stops tcptrace before anything is loaded.
+    #[arg(id = "web.config.file", long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Most HTTP connections open at once. At the cap a new connection closes the one
+    /// that has waited longest for a request; one being answered is never closed.
+    #[arg(id = "web.max-connections", long = "web.max-connections", default_value_t = Limits::default().max_connections,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_connections: u32,
+
+    /// How long a client has to send a request's whole header (or finish a TLS
+    /// handshake), from its first byte, e.g. 10s.
+    #[arg(id = "web.read-header-timeout", long = "web.read-header-timeout", default_value = "10s", value_name = "DURATION",
+          value_parser = parse_threshold)]
+    pub read_header_timeout: Duration,
+
+    /// How long a connection may stay open without a request, before its first one or
+    /// between two (keep-alive), e.g. 60s.
+    #[arg(id = "web.idle-timeout", long = "web.idle-timeout", default_value = "60s", value_name = "DURATION",
+          value_parser = parse_threshold)]
+    pub idle_timeout: Duration,
+}
+
+impl WebArgs {
+    /// Reads `--web.config.file` (if given): call before anything is loaded.
+    pub fn http_config(&self, listen: SocketAddr) -> Result<HttpConfig, WebConfigError> {
+        let web = match &self.config_file {
+            Some(path) => web::load(path)?,
+            None => web::WebConfig::default(),
+        };
+        Ok(HttpConfig {
+            listen,
+            web,
+            limits: Limits {
+                max_connections: self.max_connections,
+                read_header_timeout: self.read_header_timeout,
+                idle_timeout: self.idle_timeout,
+            },
+        })
+    }
+
+    /// Whether any `--web.*` flag was given (they need `--listen` on `watch`).
+    fn given(&self) -> bool {
+        self.config_file.is_some()
+            || self.max_connections != Limits::default().max_connections
+            || self.read_header_timeout != Limits::default().read_header_timeout
+            || self.idle_timeout != Limits::default().idle_timeout
+    }
+}
+
+impl WatchArgs {
+    /// The HTTP side of `watch --listen`, its web config file read: call before
+    /// anything is loaded.
+    pub fn http_config(&self) -> anyhow::Result<Option<HttpConfig>> {
+        match self.listen {
+            Some(listen) => Ok(Some(self.web.http_config(listen)?)),
+            None if self.web.given() => {
+                anyhow::bail!("the --web.* flags need --listen: watch serves nothing without it")
+            }
+            None => Ok(None),
+        }
+    }
 }
 
 fn parse_netns(text: &str) -> Result<Namespace, String> {
@@ -427,6 +512,63 @@ mod tests {
         assert_eq!(
             watch(&["watch", "--listen", "127.0.0.1:9300"]).listen,
             Some("127.0.0.1:9300".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn web_flags_have_guarded_defaults_and_bounds() {
+        let args = serve(&["serve"]);
+        assert_eq!(args.web.config_file, None);
+        let http = args.web.http_config(args.listen).unwrap();
+        assert_eq!(http.limits, Limits::default());
+        assert_eq!(http.limits.max_connections, 64);
+        assert!(http.web.tls.is_none() && http.web.auth.is_none());
+        let args = serve(&[
+            "serve",
+            "--web.max-connections",
+            "8",
+            "--web.idle-timeout",
+            "5s",
+            "--web.read-header-timeout",
+            "2s",
+        ]);
+        assert_eq!(
+            args.web.http_config(args.listen).unwrap().limits,
+            Limits {
+                max_connections: 8,
+                read_header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(5),
+            }
+        );
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        for bad in [
+            &["serve", "--web.max-connections", "0"][..],
+            &["serve", "--web.max-connections", "100000"],
+            &["serve", "--web.idle-timeout", "0s"],
+            &["serve", "--web.read-header-timeout", "soon"],
+        ] {
+            assert_eq!(kind(bad), ErrorKind::ValueValidation, "{bad:?}");
+        }
+        // On watch they need --listen.
+        assert!(watch(&["watch", "--web.max-connections", "8"])
+            .http_config()
+            .is_err());
+        assert!(watch(&["watch"]).http_config().unwrap().is_none());
+        let with_listen = watch(&[
+            "watch",
+            "--listen",
+            "127.0.0.1:9300",
+            "--web.max-connections",
+            "8",
+        ]);
+        assert_eq!(
+            with_listen
+                .http_config()
+                .unwrap()
+                .unwrap()
+                .limits
+                .max_connections,
+            8
         );
     }
 }

@@ -2,9 +2,14 @@
 //! command line, and the daemon, the engine and the detectors take it (no clap types
 //! below the command line).
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use crate::{detect::DetectConfig, diag::netns::Namespace, probe::ProbeConfig};
+use crate::{
+    detect::DetectConfig,
+    diag::netns::Namespace,
+    probe::ProbeConfig,
+    web::{Limits, WebConfig},
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceConfig {
@@ -19,4 +24,13 @@ pub struct TraceConfig {
     pub netns: Option<Namespace>,
     /// `--cgroup`: only sockets whose cgroup v2 path starts with this.
     pub cgroup_prefix: Option<String>,
+}
+
+/// How the HTTP side is served (`--listen` and `--web.*`).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// `--web.config.file`, already read and checked.
+    pub web: WebConfig,
+    pub limits: Limits,
 }

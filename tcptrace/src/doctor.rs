@@ -218,8 +218,32 @@ fn listen(addr: SocketAddr) -> Check {
     }
 }
 
+/// `--web.config.file`, read and checked as `serve` reads it.
+fn web_config(path: &std::path::Path) -> Check {
+    let name = format!("web config {}", path.display());
+    match crate::web::load(path) {
+        Ok(config) => ok(
+            name,
+            format!(
+                "TLS {}, basic auth {}",
+                if config.tls.is_some() { "on" } else { "off" },
+                config.auth.map_or("off".to_owned(), |a| format!(
+                    "for {} user(s)",
+                    a.users().len()
+                ))
+            ),
+        ),
+        Err(err) => not_ok(
+            Outcome::Fail,
+            name,
+            err.to_string(),
+            "fix the file (format: Prometheus exporter-toolkit web configuration)",
+        ),
+    }
+}
+
 /// Every check, in the order they matter.
-pub fn run(listen_addr: SocketAddr) -> Vec<Check> {
+pub fn run(listen_addr: SocketAddr, web_config_file: Option<&std::path::Path>) -> Vec<Check> {
     let mut checks = vec![object(), privileges()];
     checks.extend(tracepoints());
     checks.extend([
@@ -229,6 +253,7 @@ pub fn run(listen_addr: SocketAddr) -> Vec<Check> {
         sock_diag(),
         listen(listen_addr),
     ]);
+    checks.extend(web_config_file.map(web_config));
     checks
 }
 

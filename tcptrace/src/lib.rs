@@ -1,8 +1,8 @@
 //! tcptrace: every TCP connection on this host, from the kernel's point of view.
 //!
 //! Data flows one way: kernel → ring buffer ([`probe`]) → [`decode`] → [`tracker`] →
-//! [`detect`], [`metrics`] and [`output`]; [`daemon`] runs the loop, [`http`] serves
-//! what it knows.
+//! [`detect`], [`metrics`] and [`output`]; [`daemon`] runs the loop, [`http`] says what is
+//! served and [`web`] serves it (TLS, auth, guard limits).
 
 pub mod api;
 pub mod cli;
@@ -26,3 +26,4 @@ mod testing;
 pub mod timeline;
 pub mod tracker;
 pub mod watch;
+pub mod web;

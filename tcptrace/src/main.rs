@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 anyhow::Ok(())
             }
             Command::Doctor(args) => {
-                let checks = tcptrace::doctor::run(args.listen);
+                let checks = tcptrace::doctor::run(args.listen, args.web_config_file.as_deref());
                 print!("{}", tcptrace::doctor::render(&checks));
                 if !tcptrace::doctor::passed(&checks) {
                     anyhow::bail!("some checks failed; see above");
@@ -61,9 +61,11 @@ fn main() -> ExitCode {
                 anyhow::Ok(())
             }
             Command::Serve(args) => {
+                // Before anything is loaded: a bad web config file stops the start here.
+                let http = args.web.http_config(args.listen)?;
                 let summary = tcptrace::daemon::run(
                     &args.trace.config(),
-                    Some(args.listen),
+                    Some(http),
                     &mut tcptrace::daemon::Quiet,
                 )
                 .await?;

@@ -102,11 +102,13 @@ impl Sink for Printer<'_> {
 
 /// Runs until a signal, the end of `out` (e.g. a closed pipe) or an error.
 pub async fn run(args: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<Summary> {
+    // Before anything is loaded: a bad web config file stops the start here.
+    let http = args.http_config()?;
     let mut printer = Printer {
         args,
         filter: EventFilter::new(args.pid, args.states.clone()),
         clock: WallClock::new(),
         out,
     };
-    daemon::run(&args.trace.config(), args.listen, &mut printer).await
+    daemon::run(&args.trace.config(), http, &mut printer).await
 }

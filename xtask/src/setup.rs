@@ -22,6 +22,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// under a low RLIMIT_NOFILE hard limit. As root and with `--network none` nothing more is
 /// needed (`uidmap`, `slirp4netns`, `fuse-overlayfs` are for rootless Podman), and the
 /// container runs the host's `/usr/bin/python3` from a read-only `/usr`: no image.
+/// `openssl` makes the CA and certificates of `tcptrace/tests/web.rs` and `curl` is its
+/// TLS client.
 const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
@@ -33,6 +35,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     "podman",
     "runc",
+    "openssl",
+    "curl",
 ];
 
 /// kubernetes-validate (PyPI) bundles the Kubernetes API's JSON schemas, 1.32 to 1.37 in

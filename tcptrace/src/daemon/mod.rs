@@ -26,7 +26,7 @@ use tokio::{
 
 use self::engine::Engine;
 use crate::{
-    config::TraceConfig,
+    config::{HttpConfig, TraceConfig},
     detect::ListenOverflow,
     diag::cgroup::CgroupResolver,
     event::TcpEvent,
@@ -34,6 +34,7 @@ use crate::{
     metrics::{Metrics, Sources},
     probe::{spawn_reader, PipelineStats, Probe, PROGRAMS},
     tracker::{Applied, Connection, Tracker},
+    web::{self, ClientAuth},
 };
 
 /// Where `watch` prints. Every method has a do-nothing default: `serve` prints nothing.
@@ -100,14 +101,25 @@ const DUMP_SETTLE: Duration = crate::probe::DRAIN_EVERY.saturating_mul(5);
 /// How often levels (connections by state, kernel counters) are refreshed.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The HTTP listener's accept queue (the kernel caps it at `net.core.somaxconn`). Deep
+/// enough that a burst of connections (a flood the server is evicting) does not overflow
+/// it: a SYN dropped on a full queue is retried only after a second.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Binds the HTTP listener before anything is loaded, so that a taken port fails
 /// fast and leaves nothing behind.
 fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| {
-        format!("cannot listen on {addr} (--listen); pick a free address and port")
-    })?;
-    listener.set_nonblocking(true)?;
-    Ok(tokio::net::TcpListener::from_std(listener)?)
+    let fail = || format!("cannot listen on {addr} (--listen); pick a free address and port");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(fail)?;
+    // As std's bind does: a restart is not refused for the old connections' TIME_WAIT.
+    socket.set_reuseaddr(true).with_context(fail)?;
+    socket.bind(addr).with_context(fail)?;
+    socket.listen(LISTEN_BACKLOG).with_context(fail)
 }
 
 /// Waits for the HTTP server to stop on its own (it should not), or forever.
@@ -125,13 +137,14 @@ async fn server_stopped(server: &mut Option<JoinHandle<io::Result<()>>>) -> anyh
     }
 }
 
-/// Runs until SIGINT/SIGTERM, the end of the sink's output, or an error.
+/// Runs until SIGINT/SIGTERM, the end of the sink's output, or an error. `http` (with
+/// its web config file already read) is served when given.
 pub async fn run(
     config: &TraceConfig,
-    listen: Option<SocketAddr>,
+    http: Option<HttpConfig>,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<Summary> {
-    let listener = listen.map(bind).transpose()?;
+    let listener = http.as_ref().map(|http| bind(http.listen)).transpose()?;
     if config.cgroup_prefix.is_some() && CgroupResolver::from_host(0).is_none() {
         anyhow::bail!(
             "--cgroup needs the cgroup v2 hierarchy mounted (no cgroup2 mount in \
@@ -180,9 +193,30 @@ pub async fn run(
 
     let (queries_tx, mut queries) = mpsc::channel(16);
     let (stop_server, server_stop) = oneshot::channel::<()>();
-    let mut server = listener.map(|listener| {
+    let mut server = listener.zip(http).map(|(listener, http)| {
         if let Ok(addr) = listener.local_addr() {
-            log::info!("serving http://{addr}/metrics, /healthz and /api/*");
+            let scheme = if http.web.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            log::info!("serving {scheme}://{addr}/metrics, /healthz and /api/*");
+        }
+        if let Some(path) = &http.web.path {
+            log::info!(
+                "web config {}: TLS {}, basic auth {}",
+                path.display(),
+                match (&http.web.tls, http.web.client_auth) {
+                    (None, _) => "off",
+                    (Some(_), ClientAuth::None) => "on",
+                    (Some(_), ClientAuth::IfGiven) => "on, client certificates checked if given",
+                    (Some(_), ClientAuth::Required) => "on, client certificates required",
+                },
+                match &http.web.auth {
+                    Some(auth) => format!("for {} user(s)", auth.users().len()),
+                    None => "off".to_owned(),
+                }
+            );
         }
         let app = http::router(http::ApiState {
             metrics: Arc::clone(&metrics),
@@ -190,13 +224,14 @@ pub async fn run(
             leaks: leaks_rx,
             listeners: listeners_rx,
         });
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = server_stop.await;
-                })
-                .await
-        })
+        tokio::spawn(web::serve(
+            listener,
+            app,
+            http.web,
+            http.limits,
+            Arc::clone(&metrics),
+            server_stop,
+        ))
     });
     drop(queries_tx);
 

@@ -94,7 +94,32 @@ pub struct Metrics {
     pub reconcile_failures: IntCounter,
     pub programs_attached: IntGaugeVec,
     pub build_info: IntGaugeVec,
+
+    // The HTTP server (web::serve).
+    pub http_connections: IntGauge,
+    pub http_connections_limit: IntGauge,
+    pub http_connections_cut: IntCounterVec,
+    pub http_requests_refused: IntCounterVec,
 }
+
+/// Why the HTTP server closed a connection before its client did
+/// (`tcptrace_http_connections_cut_total{reason}`).
+pub const HTTP_CUT_REASONS: &[&str] = &[
+    "evicted",
+    "idle_timeout",
+    "header_timeout",
+    "response_deadline",
+    "tls_handshake_failed",
+    "plain_http_on_tls",
+];
+
+/// Why the HTTP server refused a request (`tcptrace_http_requests_refused_total{reason}`).
+pub const HTTP_REFUSED_REASONS: &[&str] = &[
+    "unauthorized",
+    "rate_limited",
+    "body_too_large",
+    "auth_busy",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -285,8 +310,30 @@ impl Metrics {
                 opts("tcptrace_build_info", "Always 1; the labels say which tcptrace runs."),
                 &["version"],
             ))?,
+            http_connections: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_http_connections",
+                "HTTP connections open to tcptrace's own server.",
+            )))?,
+            http_connections_limit: register(&r, IntGauge::with_opts(opts(
+                "tcptrace_http_connections_limit",
+                "The cap on open HTTP connections (--web.max-connections).",
+            )))?,
+            http_connections_cut: register(&r, IntCounterVec::new(
+                opts("tcptrace_http_connections_cut_total", "HTTP connections the server closed before the client did: evicted (the longest idle, for a new connection at the cap), idle_timeout, header_timeout, response_deadline, tls_handshake_failed, plain_http_on_tls."),
+                &["reason"],
+            ))?,
+            http_requests_refused: register(&r, IntCounterVec::new(
+                opts("tcptrace_http_requests_refused_total", "HTTP requests refused before routing: unauthorized (401), rate_limited (429), body_too_large (413), auth_busy (503, password checks queued too long)."),
+                &["reason"],
+            ))?,
             registry: r,
         };
+        for reason in HTTP_CUT_REASONS {
+            m.http_connections_cut.with_label_values(&[reason]);
+        }
+        for reason in HTTP_REFUSED_REASONS {
+            m.http_requests_refused.with_label_values(&[reason]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

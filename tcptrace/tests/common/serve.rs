@@ -128,7 +128,12 @@ impl Serve {
             let line = log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("tcptrace serve should log the address it serves");
-            if let Some(rest) = line.split("serving http://").nth(1) {
+            // "serving http://ADDR/…", or https with --web.config.file.
+            let served = line
+                .split("serving http://")
+                .nth(1)
+                .or_else(|| line.split("serving https://").nth(1));
+            if let Some(rest) = served {
                 let addr = rest.split('/').next().unwrap().parse().unwrap();
                 return Serve {
                     process,
@@ -253,16 +258,22 @@ pub(crate) struct Prometheus {
 
 impl Prometheus {
     pub(crate) fn start(targets: &[SocketAddr]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        Self::start_with_jobs(&format!(
+            "  - job_name: tcptrace\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ))
+    }
+
+    /// With `jobs` as its `scrape_configs:` list (YAML, indented by two spaces).
+    pub(crate) fn start_with_jobs(jobs: &str) -> Prometheus {
         let dir = TempDir::new("prometheus");
         let rules = deploy_dir().join("prometheus/tcptrace.rules.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - '{}'\n\
-             scrape_configs:\n  - job_name: tcptrace\n    static_configs:\n      \
-             - targets: [{}]\n",
+             scrape_configs:\n{jobs}",
             rules.display(),
-            targets.join(", ")
         );
         std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
