@@ -354,8 +354,3 @@ impl Metrics {
             .unwrap_or_else(|err| format!("# tcptrace: encoding metrics failed: {err}\n"))
     }
 }
-
-/// Raises a counter to `total`, a count kept elsewhere (the kernel's, the tracker's).
-pub fn catch_up(counter: &IntCounter, total: u64) {
-    counter.inc_by(total.saturating_sub(counter.get()));
-}
