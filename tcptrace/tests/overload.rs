@@ -77,9 +77,10 @@ fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
     // opened, the burst's closed).
     let made = (CLIENTS * PER_CLIENT * 10 + LEAKS * 8 + 3) as f64;
     let mut last = (0.0, 0.0);
+    let mut metrics = String::new();
     let settled = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(200));
-        let metrics = serve.metrics();
+        metrics = serve.metrics();
         last = (
             value(&metrics, "tcptrace_events_total", "kind=\"state_change\""),
             value(&metrics, "tcptrace_events_lost_total", ""),
@@ -87,7 +88,22 @@ fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
         last.0 + last.1 == made
     });
     let (seen, lost) = last;
-    assert!(settled, "{seen} seen + {lost} lost != {made} made");
+    // What else could account for a difference, to tell why if it fails.
+    let others: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tcptrace_events_unreadable_total")
+                || l.starts_with("tcptrace_decode_errors_total")
+                || l.starts_with("tcptrace_events_total")
+                || l.starts_with("tcptrace_connections_opened_total")
+        })
+        .collect();
+    assert!(
+        settled,
+        "{seen} seen + {lost} lost != {made} made; {others:#?}; ss: {} close-wait, {} time-wait",
+        ss_count("close-wait", PORT_LEAK),
+        ss_count("time-wait", PORT_BURST)
+    );
     assert!(
         lost > 0.0,
         "a one-page ring buffer overflows under the burst ({seen} seen)"
