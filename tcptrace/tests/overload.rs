@@ -76,7 +76,11 @@ fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
     // a leaked one 8 (the server end stays in CLOSE_WAIT); the listeners 3 (both
     // opened, the burst's closed).
     let made = (CLIENTS * PER_CLIENT * 10 + LEAKS * 8 + 3) as f64;
-    let mut last = (0.0, 0.0);
+    // The kernel may also skip a program run when another BPF program runs on that
+    // CPU (a softirq's tracepoint inside a process-context run): those events never
+    // reach a program, so they are counted apart, for every port, as missed. Every
+    // event the load made is seen, lost, or among the missed.
+    let mut last = (0.0, 0.0, 0.0);
     let mut metrics = String::new();
     let settled = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(200));
@@ -84,10 +88,12 @@ fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
         last = (
             value(&metrics, "tcptrace_events_total", "kind=\"state_change\""),
             value(&metrics, "tcptrace_events_lost_total", ""),
+            value(&metrics, "tcptrace_events_missed_total", ""),
         );
-        last.0 + last.1 == made
+        let accounted = last.0 + last.1;
+        accounted == made || (accounted < made && made - accounted <= last.2)
     });
-    let (seen, lost) = last;
+    let (seen, lost, missed) = last;
     // What else could account for a difference, to tell why if it fails.
     let others: Vec<&str> = metrics
         .lines()
@@ -100,7 +106,8 @@ fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
         .collect();
     assert!(
         settled,
-        "{seen} seen + {lost} lost != {made} made; {others:#?}; ss: {} close-wait, {} time-wait",
+        "{seen} seen + {lost} lost (+ up to {missed} missed) != {made} made; {others:#?}; \
+         ss: {} close-wait, {} time-wait",
         ss_count("close-wait", PORT_LEAK),
         ss_count("time-wait", PORT_BURST)
     );

@@ -32,6 +32,7 @@ pub struct ScrapeCollector {
     sources: Sources,
     events_lost: IntCounter,
     events_unreadable: IntCounter,
+    events_missed: IntCounter,
     decode_errors: IntCounter,
     tracked: IntGauge,
     tracked_limit: IntGauge,
@@ -62,6 +63,10 @@ impl ScrapeCollector {
             events_unreadable: counter(
                 "tcptrace_events_unreadable_total",
                 "Tracepoint records the kernel programs could not read.",
+            ),
+            events_missed: counter(
+                "tcptrace_events_missed_total",
+                "Tracepoint hits the kernel ran no tcptrace program for, because another BPF program was running on that CPU (its bpf_prog_info recursion_misses): events lost before anything could filter or count them, so for any port.",
             ),
             decode_errors: counter(
                 "tcptrace_decode_errors_total",
@@ -106,10 +111,11 @@ impl ScrapeCollector {
         collector
     }
 
-    fn all(&self) -> [&dyn Collector; 10] {
+    fn all(&self) -> [&dyn Collector; 11] {
         [
             &self.events_lost,
             &self.events_unreadable,
+            &self.events_missed,
             &self.decode_errors,
             &self.tracked,
             &self.tracked_limit,
@@ -149,6 +155,7 @@ impl Collector for ScrapeCollector {
         if let Some(kernel) = (s.kernel)() {
             families.extend(counter_at(&self.events_lost, kernel.lost));
             families.extend(counter_at(&self.events_unreadable, kernel.read_errors));
+            families.extend(counter_at(&self.events_missed, kernel.missed));
         }
         families.extend(counter_at(
             &self.decode_errors,

@@ -74,6 +74,7 @@ fn a_client_and_server_lifecycle_counts_exactly() {
     let kernel = std::sync::Mutex::new(KernelCounters {
         lost: 7,
         read_errors: 1,
+        missed: 3,
     });
     let kernel = Arc::new(kernel);
     let read = Arc::clone(&kernel);
@@ -159,6 +160,7 @@ fn a_client_and_server_lifecycle_counts_exactly() {
     );
     assert_eq!(one("tcptrace_events_lost_total", ""), Some(7.0));
     assert_eq!(one("tcptrace_events_unreadable_total", ""), Some(1.0));
+    assert_eq!(one("tcptrace_events_missed_total", ""), Some(3.0));
     assert_eq!(one("tcptrace_decode_errors_total", ""), Some(2.0));
     assert_eq!(one("tcptrace_tracked_connections", ""), Some(0.0));
     assert_eq!(

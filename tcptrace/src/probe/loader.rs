@@ -1,10 +1,10 @@
 //! Loading the embedded object, setting its filters, attaching its programs.
 
-use std::sync::Arc;
+use std::{os::fd::AsFd as _, sync::Arc};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{ProgramFd, TracePoint},
     Ebpf, EbpfLoader,
 };
 use tcptrace_common::counter;
@@ -72,21 +72,33 @@ pub struct Probe {
 /// Reads the kernel side's per-CPU counters: shared with the metrics, which read them
 /// at each scrape.
 #[derive(Clone)]
-pub struct KernelCounterReader(Arc<PerCpuArray<MapData, u64>>);
+pub struct KernelCounterReader {
+    counters: Arc<PerCpuArray<MapData, u64>>,
+    /// The attached programs, for their kernel-kept count of skipped runs.
+    programs: Arc<Vec<ProgramFd>>,
+}
 
 impl KernelCounterReader {
     /// Sums the kernel's per-CPU counters.
     pub fn read(&self) -> Result<KernelCounters, ProbeError> {
         let sum = |index: u32| -> Result<u64, ProbeError> {
-            let values = self.0.get(&index, 0).map_err(|source| ProbeError::Map {
-                name: "COUNTERS",
-                source,
-            })?;
+            let values = self
+                .counters
+                .get(&index, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "COUNTERS",
+                    source,
+                })?;
             Ok(values.iter().sum())
         };
+        let mut missed = 0;
+        for program in self.programs.iter() {
+            missed += super::misses::recursion_misses(program.as_fd()).map_err(ProbeError::Io)?;
+        }
         Ok(KernelCounters {
             lost: sum(counter::LOST)?,
             read_errors: sum(counter::READ_ERRORS)?,
+            missed,
         })
     }
 }
@@ -98,6 +110,9 @@ pub struct KernelCounters {
     pub lost: u64,
     /// Tracepoint records that could not be read.
     pub read_errors: u64,
+    /// Tracepoint hits the kernel ran no program for (another BPF program was running on
+    /// that CPU): events lost before a program could count them, for any port.
+    pub missed: u64,
 }
 
 /// Raising RLIMIT_MEMLOCK fails without CAP_SYS_RESOURCE; since 5.11 the kernel charges
@@ -199,10 +214,21 @@ impl Probe {
             name: "COUNTERS",
             source,
         })?;
+        let mut program_fds = Vec::new();
+        for (name, program) in ebpf.programs() {
+            if attached.contains(&name) {
+                if let Ok(fd) = program.fd() {
+                    program_fds.push(fd.try_clone().map_err(ProbeError::Io)?);
+                }
+            }
+        }
         Ok((
             Probe {
                 _ebpf: ebpf,
-                counters: KernelCounterReader(Arc::new(counters)),
+                counters: KernelCounterReader {
+                    counters: Arc::new(counters),
+                    programs: Arc::new(program_fds),
+                },
                 attached,
             },
             ring,

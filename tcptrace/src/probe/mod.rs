@@ -5,6 +5,7 @@
 mod btf;
 mod config;
 mod loader;
+mod misses;
 mod privileges;
 mod reader;
 pub mod tracefs;
