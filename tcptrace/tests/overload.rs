@@ -102,6 +102,7 @@ fn a_tiny_ring_buffer_loses_events_visibly_and_reconcile_heals_the_levels() {
                 || l.starts_with("tcptrace_decode_errors_total")
                 || l.starts_with("tcptrace_events_total")
                 || l.starts_with("tcptrace_connections_opened_total")
+                || l.starts_with("tcptrace_state_transitions_total")
         })
         .collect();
     assert!(
