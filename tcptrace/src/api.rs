@@ -272,25 +272,18 @@ pub fn closed(
         connections: matching
             .into_iter()
             .take(limit)
-            .map(|c| {
-                let (first, last) = (c.steps.first(), c.steps.last());
-                ClosedSummary {
-                    id: c.id.generation,
-                    netns: c.netns,
-                    workload: workload(c.cgroup_id, resolve),
-                    local: c.local,
-                    remote: c.remote,
-                    direction: c.direction,
-                    owner: c.owner.map(OwnerView::from),
-                    close: classify(c).close,
-                    closed_at: rfc3339(clock.to_system_time(c.state_since_ns())),
-                    duration_seconds: first.zip(last).filter(|_| !c.seen_since_start).map(
-                        |(first, last)| {
-                            last.entered_ns.saturating_sub(first.entered_ns) as f64 / 1e9
-                        },
-                    ),
-                    carried: c.closed_with.as_deref().copied(),
-                }
+            .map(|c| ClosedSummary {
+                id: c.id.generation,
+                netns: c.netns,
+                workload: workload(c.cgroup_id, resolve),
+                local: c.local,
+                remote: c.remote,
+                direction: c.direction,
+                owner: c.owner.map(OwnerView::from),
+                close: classify(c).close,
+                closed_at: rfc3339(clock.to_system_time(c.state_since_ns())),
+                duration_seconds: c.lifetime_ns().map(|ns| ns as f64 / 1e9),
+                carried: c.closed_with.as_deref().copied(),
             })
             .collect(),
     }

@@ -173,19 +173,9 @@ async fn closed(
     let kind = params
         .kind
         .as_deref()
-        .map(|name| {
-            CloseKind::ALL
-                .into_iter()
-                .find(|k| k.label() == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = CloseKind::ALL.iter().map(|k| k.label()).collect();
-                    ApiError(
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown close kind {name:?}; one of {}", known.join(", ")),
-                    )
-                })
-        })
-        .transpose()?;
+        .map(str::parse::<CloseKind>)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let query = api::ClosedQuery {
         kind,
         port: params.port,

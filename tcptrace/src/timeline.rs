@@ -72,13 +72,10 @@ pub fn carried_text(conn: &Connection) -> String {
     let Some(stats) = &conn.closed_with else {
         return String::new();
     };
-    let life = match (conn.steps.first(), conn.steps.last()) {
-        (Some(first), Some(last)) if !conn.seen_since_start => format!(
-            ", {}",
-            human_duration(last.entered_ns.saturating_sub(first.entered_ns))
-        ),
-        _ => String::new(),
-    };
+    let life = conn
+        .lifetime_ns()
+        .map(|ns| format!(", {}", human_duration(ns)))
+        .unwrap_or_default();
     let mut text = format!(
         "tx {}, rx {}{life}",
         human_bytes(stats.bytes_sent),

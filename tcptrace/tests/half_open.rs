@@ -282,9 +282,17 @@ fn a_peer_that_stops_answering_makes_a_suspect_until_the_connection_is_reset() {
     );
     assert!(sample(&text, "tcptrace_half_open_oldest_unanswered_seconds", "").unwrap() >= 2.0);
     assert_eq!(serve.json("/api/leaks")["half_open"]["count"], 1);
-    // The server's end owes nothing (it sent no data): never a suspect.
+    // Both ends are tracked; the server's end owes nothing (it sent no data): never a
+    // suspect.
     let rows = serve.json(&format!("/api/connections?port={PORT}"));
     assert_eq!(rows["matching"], 2, "{rows}");
+    let server_end = format!("{}:{PORT}", pair.addr_b);
+    let report = serve.json("/api/half-open");
+    let suspects = report["suspects"].as_array().unwrap();
+    assert!(
+        suspects.iter().all(|s| s["local"] != server_end.as_str()),
+        "{report:#}"
+    );
 
     // The client aborts: the connection ends, and so does the suspicion.
     assert_eq!(client.ask("reset"), "closed");

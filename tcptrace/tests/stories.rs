@@ -7,12 +7,13 @@ mod common;
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
-    os::{fd::AsRawFd, unix::fs::MetadataExt as _},
+    os::fd::AsRawFd,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use common::{
+    leaker::inum_of,
     netns::{in_netns, sh, NetnsPair},
     require_root,
     serve::{sample, Serve},
@@ -21,12 +22,6 @@ use serde_json::Value;
 
 /// Long enough for every scenario's kernel timer (about 3 s each) and a reconcile.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn inum(ns: &str) -> u64 {
-    std::fs::metadata(format!("/run/netns/{ns}"))
-        .unwrap_or_else(|e| panic!("stat /run/netns/{ns}: {e}"))
-        .ino()
-}
 
 /// `watch --timelines --json` on `ports`, reconciling often, so that a connection the
 /// reconcile wrongly closed would show up as `vanished` within the test.
@@ -80,7 +75,7 @@ fn timelines_until(watch: &Serve, done: impl Fn(&[Value]) -> bool) -> Vec<Value>
 }
 
 /// The timelines of the socket at `local` in namespace `netns`.
-fn of_socket(timelines: &[Value], netns: u64, local: SocketAddr) -> Vec<Value> {
+fn of_socket(timelines: &[Value], netns: u32, local: SocketAddr) -> Vec<Value> {
     timelines
         .iter()
         .filter(|t| t["netns"] == netns && t["local"] == local.to_string())
@@ -89,7 +84,7 @@ fn of_socket(timelines: &[Value], netns: u64, local: SocketAddr) -> Vec<Value> {
 }
 
 /// The one timeline of the socket at `local` in `netns`, once it is printed.
-fn the_timeline(watch: &Serve, netns: u64, local: SocketAddr) -> Value {
+fn the_timeline(watch: &Serve, netns: u32, local: SocketAddr) -> Value {
     let timelines = timelines_until(watch, |t| !of_socket(t, netns, local).is_empty());
     let mine = of_socket(&timelines, netns, local);
     assert_eq!(mine.len(), 1, "exactly one timeline for {local}: {mine:#?}");
@@ -178,7 +173,7 @@ fn a_dead_peer_found_by_keepalive_is_a_keepalive_timeout() {
     let err = read_until_error(&mut client);
     assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
 
-    let timeline = the_timeline(&watch, inum(&pair.a), local);
+    let timeline = the_timeline(&watch, inum_of(&pair.a), local);
     assert_eq!(
         timeline["lifecycle"]["close"], "keepalive_timeout",
         "{timeline:#}"
@@ -209,7 +204,7 @@ fn a_dead_peer_found_by_keepalive_is_a_keepalive_timeout() {
     assert_eq!(closed["matching"], 1, "{closed:#}");
     let row = &closed["connections"][0];
     assert_eq!(row["local"], local.to_string());
-    assert_eq!(row["netns"], inum(&pair.a));
+    assert_eq!(row["netns"], inum_of(&pair.a));
     assert_eq!(row["owner"]["pid"], std::process::id());
     assert_eq!(row["carried"]["error"], "ETIMEDOUT");
     let (status, body) = watch.get("/api/closed?kind=crashed");
@@ -242,7 +237,7 @@ fn data_unacknowledged_through_every_retransmission_is_timed_out() {
     let retransmitted = pair.retrans_segs(&pair.a) - retrans_before;
     assert!(retransmitted >= 3, "only {retransmitted} retransmits");
 
-    let timeline = the_timeline(&watch, inum(&pair.a), local);
+    let timeline = the_timeline(&watch, inum_of(&pair.a), local);
     assert_eq!(timeline["lifecycle"]["close"], "timed_out", "{timeline:#}");
     assert_eq!(timeline["direction"], "active");
     // Every retransmitted segment is a mark on the timeline, and the kernel's own count.
@@ -302,7 +297,7 @@ fn an_icmp_unreachable_ends_a_handshake_and_an_established_connection() {
     let err = read_until_error(&mut established);
     assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH), "{err}");
 
-    let netns = inum(&pair.a);
+    let netns = inum_of(&pair.a);
     let timelines = timelines_until(&watch, |t| {
         t.iter()
             .filter(|t| t["netns"] == netns && t["lifecycle"]["close"].is_string())
@@ -373,7 +368,7 @@ fn a_dropped_syn_times_out_and_a_closed_port_refuses() {
     let refused = connect_from_a(&pair, CLOSED).expect_err("nothing listens");
     assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
 
-    let netns = inum(&pair.a);
+    let netns = inum_of(&pair.a);
     let to = |port: u16| format!("{}:{port}", pair.addr_b);
     let timelines = timelines_until(&watch, |t| {
         t.iter().filter(|t| t["netns"] == netns).count() >= 2
@@ -459,7 +454,10 @@ fn a_finished_connection_says_exactly_what_it_carried() {
     assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "the server's FIN");
     drop(client);
 
-    let ends = [(inum(&pair.a), client_local), (inum(&pair.b), server_local)];
+    let ends = [
+        (inum_of(&pair.a), client_local),
+        (inum_of(&pair.b), server_local),
+    ];
     let timelines = timelines_until(&watch, |t| {
         ends.iter()
             .all(|(netns, local)| !of_socket(t, *netns, *local).is_empty())

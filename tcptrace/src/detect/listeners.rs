@@ -17,16 +17,15 @@
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
 };
 
 use serde::Serialize;
 
-use super::close_wait::{LeakOwner, OwnerSource};
+use super::close_wait::{owner_of, workload_of, LeakOwner};
 use crate::{
     clock::{rfc3339, WallClock},
     diag::{
-        cgroup::{parse_cgroup_path, Resolve, Workload},
+        cgroup::{Resolve, Workload},
         netns::NamespaceDump,
         netstat::ListenCounters,
         owners::OwnerCache,
@@ -132,10 +131,17 @@ impl SynackCounts {
     /// After a pass: forgets the namespaces that are `gone`, and in each namespace
     /// dumped the addresses no listener serves any more (unless a retransmit came
     /// after the pass began: its listener may be newer than the dump).
+    /// A namespace this pass did not dump at all (one that came and went between
+    /// passes, or whose counters could not be read) is forgotten too once nothing in it
+    /// is newer than the pass: else the bounded table would fill with the dead.
     pub fn forget(&mut self, dumps: &[NamespaceDump], started_ns: u64, gone: &[u32]) {
         for netns in gone {
             self.by_netns.remove(netns);
         }
+        let dumped: HashSet<u32> = dumps.iter().map(|d| d.netns).collect();
+        self.by_netns.retain(|netns, addresses| {
+            dumped.contains(netns) || addresses.values().any(|(_, last)| *last >= started_ns)
+        });
         for dump in dumps {
             let Some(addresses) = self.by_netns.get_mut(&dump.netns) else {
                 continue;
@@ -346,23 +352,6 @@ pub struct ListenerReport {
 
 /// Who holds a listener: the process `/proc` names for its inode, else the task that
 /// called listen() as the events saw it.
-fn owner(level: &ListenerLevel, owners: &OwnerCache, listened: Option<Owner>) -> Option<LeakOwner> {
-    if let Some(p) = owners.get(level.inode) {
-        return Some(LeakOwner {
-            pid: p.pid,
-            comm: p.comm.clone(),
-            cgroup: p.cgroup.clone(),
-            source: OwnerSource::Proc,
-        });
-    }
-    listened.map(|o| LeakOwner {
-        pid: o.pid,
-        comm: o.comm.as_str().into_owned(),
-        cgroup: None,
-        source: OwnerSource::Events,
-    })
-}
-
 impl ListenerReport {
     /// `listened` gives the owner the events saw call listen() on (namespace,
     /// address); `resolve` maps a cgroup id to its container and pod.
@@ -379,15 +368,13 @@ impl ListenerReport {
             .iter()
             .take(MAX_REPORTED_LISTENERS)
             .map(|level| {
-                let owner = owner(
-                    level,
-                    owners,
+                let owner = owner_of(
+                    level.inode,
                     listened.get(&(level.netns, level.local)).copied(),
+                    owners,
                 );
-                let workload = level.cgroup_id.and_then(&mut *resolve).or_else(|| {
-                    let path = owner.as_ref()?.cgroup.as_deref()?;
-                    Some(Arc::new(parse_cgroup_path(path)))
-                });
+                let workload =
+                    workload_of(level.cgroup_id.unwrap_or(0), owner.as_ref(), &mut *resolve);
                 ListenerHealth {
                     netns: level.netns,
                     workload: workload.as_deref().cloned(),

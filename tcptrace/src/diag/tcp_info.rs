@@ -37,17 +37,6 @@ pub enum TimerKind {
     TimeWait,
 }
 
-impl TimerKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Retransmit => "retransmit",
-            Self::Keepalive => "keepalive",
-            Self::Persist => "persist",
-            Self::TimeWait => "time_wait",
-        }
-    }
-}
-
 /// The header's 32-bit millisecond count, back from the `Duration` the parser made.
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)

@@ -34,6 +34,9 @@ pub struct EventRecorder {
     handshake: [Option<Histogram>; 2],
     opened: [Option<IntCounter>; 3],
     closed: [Option<IntCounter>; CloseKind::ALL.len()],
+    connect_failures: [Option<IntCounter>; ConnectFailure::ALL.len()],
+    /// What finished connections carried, by direction: resolved once like the rest.
+    carried: [Option<Carried>; 3],
     leak_processes: SeriesSet,
     time_wait_namespaces: SeriesSet,
     time_wait_remotes: SeriesSet,
@@ -46,6 +49,15 @@ pub struct EventRecorder {
     /// How many namespaces get their own TIME_WAIT, listen counter and half-open series,
     /// and how many listening addresses their own listener series (`--top-remotes`).
     top_remotes: usize,
+}
+
+/// The series one direction's finished connections feed.
+#[derive(Clone)]
+struct Carried {
+    seconds: Histogram,
+    rtt: Histogram,
+    sent: IntCounter,
+    received: IntCounter,
 }
 
 fn cached<T: Clone>(slot: &mut Option<T>, make: impl FnOnce() -> T) -> &T {
@@ -78,6 +90,8 @@ impl EventRecorder {
             handshake: [None, None],
             opened: [None, None, None],
             closed: std::array::from_fn(|_| None),
+            connect_failures: std::array::from_fn(|_| None),
+            carried: std::array::from_fn(|_| None),
             leak_processes: SeriesSet::default(),
             time_wait_namespaces: SeriesSet::default(),
             time_wait_remotes: SeriesSet::default(),
@@ -176,30 +190,26 @@ impl EventRecorder {
         })
         .inc();
         if let Some(failure) = ConnectFailure::of(conn, &life) {
-            m.connect_failures
-                .with_label_values(&[failure.label()])
-                .inc();
+            cached(&mut self.connect_failures[failure as usize], || {
+                m.connect_failures.with_label_values(&[failure.label()])
+            })
+            .inc();
         }
         let direction = conn.direction.label();
-        if conn.direction != Direction::Unknown && !conn.vanished {
-            if let (Some(first), Some(last)) = (conn.steps.first(), conn.steps.last()) {
-                let seconds = last.entered_ns.saturating_sub(first.entered_ns) as f64 / 1e9;
-                m.connection_seconds
-                    .with_label_values(&[direction])
-                    .observe(seconds);
-            }
+        let carried = cached(&mut self.carried[conn.direction as usize], || Carried {
+            seconds: m.connection_seconds.with_label_values(&[direction]),
+            rtt: m.close_rtt_seconds.with_label_values(&[direction]),
+            sent: m.bytes_sent.with_label_values(&[direction]),
+            received: m.bytes_received.with_label_values(&[direction]),
+        });
+        if let Some(ns) = conn.lifetime_ns() {
+            carried.seconds.observe(ns as f64 / 1e9);
         }
         if let Some(stats) = &conn.closed_with {
-            m.bytes_sent
-                .with_label_values(&[direction])
-                .inc_by(stats.bytes_sent);
-            m.bytes_received
-                .with_label_values(&[direction])
-                .inc_by(stats.bytes_received);
+            carried.sent.inc_by(stats.bytes_sent);
+            carried.received.inc_by(stats.bytes_received);
             if stats.srtt_us > 0 {
-                m.close_rtt_seconds
-                    .with_label_values(&[direction])
-                    .observe(f64::from(stats.srtt_us) / 1e6);
+                carried.rtt.observe(f64::from(stats.srtt_us) / 1e6);
             }
         }
     }

@@ -191,6 +191,17 @@ impl Connection {
         self.last_activity_ns = mark.at_ns;
     }
 
+    /// From its open (connect or accept) to its last step, when both were seen: `None`
+    /// for one first seen mid-life, or whose →CLOSE was lost (the reconcile's time is
+    /// not its end).
+    pub fn lifetime_ns(&self) -> Option<u64> {
+        if self.seen_since_start || self.vanished {
+            return None;
+        }
+        let (first, last) = (self.steps.first()?, self.steps.last()?);
+        Some(last.entered_ns.saturating_sub(first.entered_ns))
+    }
+
     /// How long each step lasted; the last one is open (None) unless finished.
     pub fn durations(&self) -> impl Iterator<Item = (Step, Option<u64>)> + '_ {
         self.steps.iter().enumerate().map(|(i, step)| {

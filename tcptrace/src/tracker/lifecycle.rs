@@ -85,6 +85,23 @@ impl CloseKind {
     }
 }
 
+/// A close kind's name that is none of [`CloseKind::ALL`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown close kind {0:?}; one of {known}", known = CloseKind::ALL.map(CloseKind::label).join(", "))]
+pub struct UnknownCloseKind(String);
+
+impl std::str::FromStr for CloseKind {
+    type Err = UnknownCloseKind;
+
+    /// The names of JSON and metric labels (`keepalive_timeout`).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        CloseKind::ALL
+            .into_iter()
+            .find(|k| k.label() == name)
+            .ok_or_else(|| UnknownCloseKind(name.to_owned()))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Lifecycle {
     pub direction: Direction,

@@ -232,8 +232,7 @@ impl Tracker {
         let Some(conn) = self.live.get_mut(&skaddr) else {
             return;
         };
-        let wrong = from_event && conn.local != local && conn.local.ip() == local.ip();
-        if local.port() == 0 || !(conn.local.port() == 0 || wrong) {
+        if !port_to_learn(conn.local, local, from_event) {
             return;
         }
         let old = self.key_hasher.hash_one(conn.key());
@@ -245,6 +244,18 @@ impl Tracker {
         self.remove_unbound(&key);
         let hash = self.hash_key(key);
         self.live_by_key.insert(hash, skaddr);
+    }
+
+    /// `learn_port` when the connection at `skaddr` needs it: the per-event path checks
+    /// the connection it already holds and pays for nothing more in the usual case.
+    fn learn_port_if(&mut self, skaddr: u64, local: SocketAddr, from_event: bool) {
+        if self
+            .live
+            .get(&skaddr)
+            .is_some_and(|c| port_to_learn(c.local, local, from_event))
+        {
+            self.learn_port(skaddr, local, from_event);
+        }
     }
 
     pub(super) fn remove_live(&mut self, skaddr: u64) -> Option<Connection> {
@@ -323,7 +334,7 @@ impl Tracker {
     fn mark(&mut self, event: &TcpEvent, kind: MarkKind, state: Option<TcpState>) -> Applied {
         // A RST's addresses may be the segment's, not the socket's: only fill a gap.
         let own_addresses = matches!(kind, MarkKind::Retransmit | MarkKind::RetransmitFailed);
-        self.learn_port(event.skaddr, event.local, own_addresses);
+        self.learn_port_if(event.skaddr, event.local, own_addresses);
         // An abort reports its RST right after →CLOSE (tcp_disconnect() sets CLOSE
         // first): such a mark belongs to the connection that just finished.
         let just_finished = |c: &&mut Connection| {
@@ -388,8 +399,11 @@ impl Tracker {
                 unknown_opened = true;
             }
         }
-        self.learn_port(event.skaddr, event.local, true);
-        let conn = self.live.get_mut(&event.skaddr).expect("inserted above");
+        let mut conn = self.live.get_mut(&event.skaddr).expect("inserted above");
+        if port_to_learn(conn.local, event.local, true) {
+            self.learn_port(event.skaddr, event.local, true);
+            conn = self.live.get_mut(&event.skaddr).expect("still live");
+        }
         let mut applied = Applied {
             opened: opening.or(unknown_opened.then_some(Direction::Unknown)),
             ..Applied::default()
@@ -556,4 +570,11 @@ impl Tracker {
         stats::add(&self.stats.finished, 1);
         self.finished.push(conn);
     }
+}
+
+/// Whether `event_local` completes or corrects a connection's local address: its port
+/// was not chosen yet, or (from the socket's own event) a dump's guess was wrong.
+fn port_to_learn(tracked: SocketAddr, event_local: SocketAddr, from_event: bool) -> bool {
+    let wrong = from_event && tracked != event_local && tracked.ip() == event_local.ip();
+    event_local.port() != 0 && (tracked.port() == 0 || wrong)
 }

@@ -154,11 +154,15 @@ impl RateLimit {
 
     /// Takes a token if there is one.
     pub fn allow(&self) -> bool {
+        self.allow_at(Instant::now())
+    }
+
+    /// [`Self::allow`] as of `now`, so that tests need no sleeping.
+    fn allow_at(&self, now: Instant) -> bool {
         let mut bucket = self
             .bucket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
         let refill = now.duration_since(bucket.1).as_secs_f64() / self.interval.as_secs_f64();
         bucket.0 = (bucket.0 + refill).min(f64::from(self.burst));
         bucket.1 = now;
@@ -261,10 +265,11 @@ mod tests {
     #[test]
     fn the_rate_limit_allows_a_burst_then_one_per_interval() {
         let limit = RateLimit::new(Duration::from_millis(200), 3);
-        assert!((0..3).all(|_| limit.allow()));
-        assert!(!limit.allow());
-        std::thread::sleep(Duration::from_millis(220));
-        assert!(limit.allow());
-        assert!(!limit.allow());
+        let start = Instant::now();
+        assert!((0..3).all(|_| limit.allow_at(start)));
+        assert!(!limit.allow_at(start));
+        let later = start + Duration::from_millis(220);
+        assert!(limit.allow_at(later));
+        assert!(!limit.allow_at(later));
     }
 }

@@ -59,6 +59,8 @@ pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(60);
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
 /// How long basic auth may take (bcrypt runs one at a time) before the request is
 /// answered 503.
+/// At the cap with every connection busy: how often to look again for one gone idle.
+const EVICT_RETRY: Duration = Duration::from_millis(100);
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one "cap reached" warning in this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -161,7 +163,9 @@ impl Slot {
         }
     }
 
-    /// Resolves when the connection must be cut.
+    /// Resolves when the connection must be cut. The deadline is read afresh from the
+    /// phase and its start each time round, so a phase that changed (and changed back)
+    /// while waiting is judged by its own start, never by the one waited for.
     async fn cut(&self, limits: &Limits) -> Cut {
         loop {
             let notified = self.changed.notified();
@@ -176,20 +180,12 @@ impl Slot {
                     Phase::Request => (state.since + RESPONSE_DEADLINE, Cut::ResponseDeadline),
                 }
             };
+            if Instant::now() >= deadline {
+                return why;
+            }
             tokio::select! {
                 () = notified => {}
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    // Unless the phase changed meanwhile.
-                    let state = self.lock();
-                    let current = match state.phase {
-                        Phase::Idle => Cut::IdleTimeout,
-                        Phase::Header => Cut::HeaderTimeout,
-                        Phase::Request => Cut::ResponseDeadline,
-                    };
-                    if current == why && Instant::now() >= deadline {
-                        return why;
-                    }
-                }
+                () = tokio::time::sleep_until(deadline.into()) => {}
             }
         }
     }
@@ -465,13 +461,22 @@ pub async fn serve(
                          longest idle for each new one"
                     );
                 }
-                shared.slots.evict_longest_idle();
-                tokio::select! {
-                    _ = &mut stop => break,
-                    permit = Arc::clone(&permits).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
+                // Every connection may be mid-answer now; one that goes back to idle
+                // keeps its permit, so evict again until a permit frees.
+                let mut permit = None;
+                while permit.is_none() {
+                    shared.slots.evict_longest_idle();
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        acquired = Arc::clone(&permits).acquire_owned() => {
+                            permit = acquired.ok();
+                        }
+                        () = tokio::time::sleep(EVICT_RETRY) => {}
+                    }
+                }
+                match permit {
+                    Some(permit) => permit,
+                    None => break,
                 }
             }
         };
