@@ -162,6 +162,40 @@ impl CloseDetails {
 /// The record size the kernel writes: checked by the decoder on every record.
 pub const EVENT_SIZE: usize = 168;
 const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
+
+/// The size of a record without [`CloseDetails`]: every event but a →CLOSE state change
+/// is sent this short (its close details are all zero), a cache line less per event.
+pub const EVENT_HEAD_SIZE: usize = core::mem::offset_of!(Event, close);
+const _: () = assert!(EVENT_HEAD_SIZE == 112 && EVENT_HEAD_SIZE.is_multiple_of(8));
+
+/// Kernel TCP states (include/net/tcp_states.h) the shared rules below name.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const FIN_WAIT1: u8 = 4;
+}
+
+/// Whether the task on the CPU during this event is the socket's owner: only these
+/// transitions are made by the owning process's own system calls (connect, listen,
+/// close/shutdown); many others run in softirq, on whatever task was interrupted
+/// (DESIGN.md §2). The kernel programs fill the task fields (pid, comm, cgroup) only for
+/// these, and the daemon takes owners only from them.
+pub const fn task_is_owner(kind: u8, old_state: u8, new_state: u8) -> bool {
+    use tcp_state::*;
+    kind == kind::STATE_CHANGE
+        && matches!(
+            (old_state, new_state),
+            (CLOSE, SYN_SENT)
+                | (CLOSE, LISTEN)
+                | (ESTABLISHED, FIN_WAIT1)
+                | (CLOSE_WAIT, LAST_ACK)
+                | (LISTEN, CLOSE)
+        )
+}
 // The ring buffer hands out 8-byte aligned records (kernel/bpf/ringbuf.c).
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
@@ -241,9 +275,75 @@ pub struct KernelOffsets {
     pub sock_flags: u32,
     /// Not an offset: the bit of `SOCK_DONE` in `enum sock_flags`.
     pub sock_done_bit: u32,
+    /// `struct sock`: `__sk_common.skc_family` (u16).
+    pub sock_family: u32,
+    /// `struct sock`: `__sk_common.skc_num` (u16, host order: the local port of a
+    /// request or timewait socket; a full socket's is cleared at →CLOSE, so those use
+    /// [`Self::inet_sport`]).
+    pub sock_num: u32,
+    /// `struct sock`: `__sk_common.skc_dport` (__be16).
+    pub sock_dport: u32,
+    /// `struct sock`: `__sk_common.skc_rcv_saddr` (__be32).
+    pub sock_rcv_saddr: u32,
+    /// `struct sock`: `__sk_common.skc_daddr` (__be32).
+    pub sock_daddr: u32,
+    /// `struct sock`: `__sk_common.skc_v6_rcv_saddr` (`struct in6_addr`).
+    pub sock_v6_rcv_saddr: u32,
+    /// `struct sock`: `__sk_common.skc_v6_daddr` (`struct in6_addr`).
+    pub sock_v6_daddr: u32,
+    /// `struct tcp_sock`: `inet_conn.icsk_inet.inet_sport` (__be16).
+    pub inet_sport: u32,
+    /// `struct tcp_sock`: `inet_conn.icsk_inet.inet_saddr` (__be32).
+    pub inet_saddr: u32,
+    /// `struct sk_buff`: `head` (unsigned char *).
+    pub skb_head: u32,
+    /// `struct sk_buff`: `data` (unsigned char *).
+    pub skb_data: u32,
+    /// `struct sk_buff`: `network_header` (u16, from `head`).
+    pub skb_network_header: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 88);
+const _: () = assert!(size_of::<KernelOffsets>() == 136);
+
+impl KernelOffsets {
+    /// The placeholder the kernel programs are compiled with; the loader always sets it.
+    pub const ZERO: KernelOffsets = KernelOffsets {
+        sock_state: 0,
+        sock_net: 0,
+        net_inum: 0,
+        sock_cgroup: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        sock_err: 0,
+        sock_err_soft: 0,
+        tcp_bytes_acked: 0,
+        tcp_bytes_received: 0,
+        tcp_segs_out: 0,
+        tcp_segs_in: 0,
+        tcp_total_retrans: 0,
+        tcp_srtt_us: 0,
+        tcp_rtt_min: 0,
+        minmax_sample_v: 0,
+        icsk_retransmits: 0,
+        icsk_probes_out: 0,
+        tcp_snd_una: 0,
+        tcp_write_seq: 0,
+        sock_flags: 0,
+        sock_done_bit: 0,
+        sock_family: 0,
+        sock_num: 0,
+        sock_dport: 0,
+        sock_rcv_saddr: 0,
+        sock_daddr: 0,
+        sock_v6_rcv_saddr: 0,
+        sock_v6_daddr: 0,
+        inet_sport: 0,
+        inet_saddr: 0,
+        skb_head: 0,
+        skb_data: 0,
+        skb_network_header: 0,
+    };
+}
 
 /// Which kernel reads the programs make, a load-time setting (`KERNEL_READS`). Only
 /// the benchmark turns any off: it measures what each costs per event.
@@ -253,6 +353,10 @@ pub mod reads {
     /// The `tcp_sock` counters and error state, at →CLOSE.
     pub const CLOSE_DETAILS: u8 = 2;
     pub const ALL: u8 = SOCKET_CONTEXT | CLOSE_DETAILS;
+    /// Not a default: the task on the CPU (pid, comm, cgroup) on every event, as before
+    /// issue 12, where the programs now read it only on the transitions whose task is
+    /// the owner ([`crate::task_is_owner`]). The benchmark prices the difference.
+    pub const TASK_ON_EVERY_EVENT: u8 = 4;
 }
 
 /// Per-CPU counters kept by the kernel side, indices into the `COUNTERS` array.

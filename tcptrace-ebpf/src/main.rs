@@ -1,30 +1,34 @@
 //! Kernel programs: one per tracepoint, each shaped like libbpf-tools' tcpstates —
-//! read the record, filter, fill one [`Event`], push it to the ring buffer, count what
+//! take the socket, filter, fill one [`Event`] in place in the ring buffer, count what
 //! did not fit.
+//!
+//! They are BTF tracepoints (`tp_btf`): the kernel calls them with the tracepoint's own
+//! arguments (`struct sock *`, …), before any trace record is built, and every field is
+//! a direct load through those typed pointers ([`kernel`]). The classic tracepoints
+//! these replace copied each record, then read the socket's namespace, cgroup and close
+//! state with ~20 helper calls (BENCHMARKS.md has the before and after).
 #![no_std]
 #![no_main]
 
-mod tracepoints;
+mod kernel;
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_skc_to_tcp_sock, generated,
     },
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::BtfTracePointContext,
     Global,
 };
+use kernel::{offset, read, KernelPtr, TCP_CLOSE, TCP_NEW_SYN_RECV, TCP_TIME_WAIT};
 use tcptrace_common::{
-    close_flags, counter, kind, reads, CloseDetails, Event, KernelOffsets, AF_INET, AF_INET6,
-    MAX_FILTER_PORTS,
-};
-use tracepoints::{
-    InetSockSetState, SockaddrStorage, TcpReceiveReset, TcpRetransmitSkb, TcpRetransmitSynack,
-    TcpSendReset, IPPROTO_TCP, SOCKADDR_IN6_ADDR, SOCKADDR_IN_ADDR, TCP_CLOSE, TCP_NEW_SYN_RECV,
-    TCP_TIME_WAIT,
+    close_flags, counter, kind, reads, task_is_owner, CloseDetails, Event, AF_INET, AF_INET6,
+    COMM_LEN, EVENT_HEAD_SIZE, MAX_FILTER_PORTS,
 };
 
 /// Default 4 MiB: ~24k events of 176 bytes (record + header), over 100 ms at the
@@ -51,57 +55,43 @@ static FILTER_PORTS: Global<[u16; MAX_FILTER_PORTS]> = Global::new([0; MAX_FILTE
 #[unsafe(no_mangle)]
 static FILTER_NETNS: Global<u32> = Global::new(0);
 
-/// Load-time setting: where the fields read below sit in this kernel's structs, resolved
-/// from its BTF by the loader (no layout is hard-coded here).
-#[unsafe(no_mangle)]
-static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
-    sock_state: 0,
-    sock_net: 0,
-    net_inum: 0,
-    sock_cgroup: 0,
-    cgroup_kn: 0,
-    kernfs_node_id: 0,
-    sock_err: 0,
-    sock_err_soft: 0,
-    tcp_bytes_acked: 0,
-    tcp_bytes_received: 0,
-    tcp_segs_out: 0,
-    tcp_segs_in: 0,
-    tcp_total_retrans: 0,
-    tcp_srtt_us: 0,
-    tcp_rtt_min: 0,
-    minmax_sample_v: 0,
-    icsk_retransmits: 0,
-    icsk_probes_out: 0,
-    tcp_snd_una: 0,
-    tcp_write_seq: 0,
-    sock_flags: 0,
-    sock_done_bit: 0,
-});
-
 /// Load-time setting: which of the optional kernel reads to make ([`reads`]). Always
 /// [`reads::ALL`] but in the benchmark's rows that price each; a constant to the
 /// verifier, so the reads turned off are pruned from the program, not skipped.
 #[unsafe(no_mangle)]
 static KERNEL_READS: Global<u8> = Global::new(reads::ALL);
 
-/// Load-time setting: wake the reader only once this many bytes wait in the ring buffer
-/// (0: at every event). A wakeup per event costs more than the rest of the program
+/// Load-time setting: force a wakeup of the reader every this many events on a CPU, and
+/// pass `BPF_RB_NO_WAKEUP` otherwise (0: the kernel's default, a wakeup whenever the
+/// reader has caught up). A wakeup per event costs more than the rest of the program
 /// (measured: ~3 µs against ~0.15 µs), and the reader drains on a timer too, so events
-/// on a quiet host still arrive within its drain interval.
+/// on a quiet host still arrive within its drain interval. Counting per CPU replaces a
+/// `bpf_ringbuf_query` of the whole buffer's fill on every event.
 #[unsafe(no_mangle)]
-static WAKEUP_BYTES: Global<u64> = Global::new(0);
+static WAKEUP_EVERY: Global<u64> = Global::new(0);
+
+/// Per-CPU countdown to the next forced wakeup.
+#[map]
+static WAKEUP_COUNTDOWN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    let threshold = WAKEUP_BYTES.load();
-    if threshold == 0 {
+    let every = WAKEUP_EVERY.load();
+    if every == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= threshold {
-        BPF_RB_FORCE_WAKEUP.into()
-    } else {
-        BPF_RB_NO_WAKEUP.into()
+    let Some(left) = WAKEUP_COUNTDOWN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
+    unsafe {
+        if *left <= 1 {
+            *left = every;
+            BPF_RB_FORCE_WAKEUP.into()
+        } else {
+            *left -= 1;
+            BPF_RB_NO_WAKEUP.into()
+        }
     }
 }
 
@@ -134,317 +124,446 @@ fn wanted(family: u16, sport: u16, dport: u16) -> bool {
     false
 }
 
-/// Reads a `T` at `base + offset` in kernel memory; `None` for a null base or a read the
-/// helper refuses.
-#[inline(always)]
-fn kernel_read<T>(base: u64, offset: u32) -> Option<T> {
-    if base == 0 {
-        return None;
-    }
-    // SAFETY: a kernel read through the helper, which fails cleanly on a bad address.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
-}
-
 /// The inode number of the socket's network namespace: `sk->__sk_common.skc_net.net->
-/// ns.inum` (include/net/sock.h, include/linux/ns_common.h).
+/// ns.inum` (include/net/sock.h, include/linux/ns_common.h). Any socket, mini ones too:
+/// the field is in `struct sock_common`.
 #[inline(always)]
-fn socket_netns(sk: u64, offsets: &KernelOffsets) -> Option<u32> {
-    let net: u64 = kernel_read(sk, offsets.sock_net)?;
-    kernel_read(net, offsets.net_inum)
+fn socket_netns(sk: KernelPtr) -> u32 {
+    let net: KernelPtr = read(sk, offset!(sock_net));
+    read(net, offset!(net_inum))
 }
 
 /// The socket's own cgroup v2 id: `sk->sk_cgrp_data.cgroup->kn->id`, what
 /// `sock_cgroup_ptr()` + `cgroup_id()` give (include/linux/cgroup.h). Set when the
 /// socket is made, so it names the creating process's cgroup even in softirq, where
-/// `bpf_get_current_cgroup_id()` names whatever task was interrupted.
+/// `bpf_get_current_cgroup_id()` names whatever task was interrupted. Full sockets only.
 #[inline(always)]
-fn socket_cgroup_id(sk: u64, offsets: &KernelOffsets) -> Option<u64> {
-    let cgroup: u64 = kernel_read(sk, offsets.sock_cgroup)?;
-    let kn: u64 = kernel_read(cgroup, offsets.cgroup_kn)?;
-    kernel_read(kn, offsets.kernfs_node_id)
+fn socket_cgroup_id(sk: KernelPtr) -> u64 {
+    let cgroup: KernelPtr = read(sk, offset!(sock_cgroup));
+    let kn: KernelPtr = read(cgroup, offset!(cgroup_kn));
+    read(kn, offset!(kernfs_node_id))
 }
 
-/// What the socket carried and why it ended, read as it goes →CLOSE; `valid` stays 0
-/// if any read fails. Only here, not on every event: 15 reads cost ~0.4 µs.
+/// What the socket carried and why it ended, read from its `tcp_sock` as it goes →CLOSE.
+/// →CLOSE fires as tcp_set_state() stores the state (inet_sk_state_store()), inside
+/// tcp_done(): sk_err, the probe and timeout counts and the sequence numbers are as the
+/// end left them (tcp_write_queue_purge() before it reset the RTO backoff, which is why
+/// that is not read).
 #[inline(always)]
-fn close_details(sk: u64, o: &KernelOffsets) -> Option<CloseDetails> {
-    let srtt_us_x8: u32 = kernel_read(sk, o.tcp_srtt_us)?;
-    let snd_una: u32 = kernel_read(sk, o.tcp_snd_una)?;
-    let write_seq: u32 = kernel_read(sk, o.tcp_write_seq)?;
-    let sock_flags: u64 = kernel_read(sk, o.sock_flags)?;
-    let peer_fin = if (sock_flags >> (o.sock_done_bit & 63)) & 1 != 0 {
+fn close_details(tp: KernelPtr) -> CloseDetails {
+    let snd_una: u32 = read(tp, offset!(tcp_snd_una));
+    let write_seq: u32 = read(tp, offset!(tcp_write_seq));
+    let sock_flags: u64 = read(tp, offset!(sock_flags));
+    let peer_fin = if (sock_flags >> (offset!(sock_done_bit) & 63)) & 1 != 0 {
         close_flags::PEER_FIN
     } else {
         0
     };
-    Some(CloseDetails {
-        bytes_acked: kernel_read(sk, o.tcp_bytes_acked)?,
-        bytes_received: kernel_read(sk, o.tcp_bytes_received)?,
-        segs_out: kernel_read(sk, o.tcp_segs_out)?,
-        segs_in: kernel_read(sk, o.tcp_segs_in)?,
-        total_retrans: kernel_read(sk, o.tcp_total_retrans)?,
-        srtt_us_x8,
-        rtt_min_us: kernel_read(sk, o.tcp_rtt_min + o.minmax_sample_v)?,
-        sk_err: kernel_read(sk, o.sock_err)?,
+    CloseDetails {
+        bytes_acked: read(tp, offset!(tcp_bytes_acked)),
+        bytes_received: read(tp, offset!(tcp_bytes_received)),
+        segs_out: read(tp, offset!(tcp_segs_out)),
+        segs_in: read(tp, offset!(tcp_segs_in)),
+        total_retrans: read(tp, offset!(tcp_total_retrans)),
+        srtt_us_x8: read(tp, offset!(tcp_srtt_us)),
+        rtt_min_us: read(tp, offset!(tcp_rtt_min) + offset!(minmax_sample_v)),
+        sk_err: read(tp, offset!(sock_err)),
         unacked: write_seq.wrapping_sub(snd_una),
-        retransmits: kernel_read(sk, o.icsk_retransmits)?,
-        probes_out: kernel_read(sk, o.icsk_probes_out)?,
+        retransmits: read(tp, offset!(icsk_retransmits)),
+        probes_out: read(tp, offset!(icsk_probes_out)),
         flags: close_flags::VALID | peer_fin,
         _pad0: 0,
-        sk_err_soft: kernel_read(sk, o.sock_err_soft)?,
+        sk_err_soft: read(tp, offset!(sock_err_soft)),
         _pad: 0,
-    })
-}
-
-/// Fills the socket's namespace and cgroup, the task and time fields, and pushes the
-/// event; counts it as lost if the ring buffer is full. Events of sockets outside the
-/// `--netns` namespace stop here.
-#[inline(always)]
-fn submit(mut event: Event) {
-    let offsets = KERNEL_OFFSETS.load();
-    let reads = KERNEL_READS.load();
-    if reads & reads::SOCKET_CONTEXT != 0 {
-        // A RST sent for a segment that matched no socket has none (skaddr 0): no
-        // namespace to read, and none to count as unreadable.
-        event.netns = match socket_netns(event.skaddr, &offsets) {
-            Some(netns) => netns,
-            None if event.skaddr == 0 => 0,
-            None => {
-                bump(counter::READ_ERRORS);
-                0
-            }
-        };
-        let want_netns = FILTER_NETNS.load();
-        if want_netns != 0 && event.netns != want_netns {
-            return;
-        }
-        // A RST can be sent for a timewait or request mini-socket (tcp_send_reset's
-        // `sk`): those share `struct sock_common`, so the namespace is right, but have
-        // no `sk_cgrp_data`. (A SYN-ACK retransmit's `sk` is the listener: a full socket.)
-        let mini_socket = event.kind == kind::SEND_RESET
-            && matches!(event.new_state, TCP_TIME_WAIT | TCP_NEW_SYN_RECV);
-        if !mini_socket {
-            event.sock_cgroup_id = socket_cgroup_id(event.skaddr, &offsets).unwrap_or(0);
-        }
-    }
-    // →CLOSE fires as tcp_set_state() stores the state (inet_sk_state_store()), inside
-    // tcp_done(): sk_err, the probe and timeout counts and the sequence numbers are
-    // as the end left them (tcp_write_queue_purge() before it reset the RTO backoff,
-    // which is why that is not read).
-    if reads & reads::CLOSE_DETAILS != 0
-        && event.kind == kind::STATE_CHANGE
-        && event.new_state == TCP_CLOSE
-    {
-        match close_details(event.skaddr, &offsets) {
-            Some(details) => event.close = details,
-            None => bump(counter::READ_ERRORS),
-        }
-    }
-    event.ts_ns = unsafe { bpf_ktime_get_ns() };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    event.tgid = (pid_tgid >> 32) as u32;
-    event.tid = pid_tgid as u32;
-    event.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    event.comm = bpf_get_current_comm().unwrap_or_default();
-    if EVENTS.output::<Event>(&event, wakeup_flags()).is_err() {
-        bump(counter::LOST);
     }
 }
 
-/// Copies the right pair of tracepoint address fields into the 16-byte event fields.
-#[inline(always)]
-fn set_addrs(event: &mut Event, v4: (&[u8; 4], &[u8; 4]), v6: (&[u8; 16], &[u8; 16])) {
-    if event.family == AF_INET6 {
-        event.saddr = *v6.0;
-        event.daddr = *v6.1;
-    } else {
-        event.saddr[..4].copy_from_slice(v4.0);
-        event.daddr[..4].copy_from_slice(v4.1);
-    }
-}
-
-#[inline(always)]
-fn read<T>(ctx: &TracePointContext) -> Result<T, i64> {
-    // SAFETY: T mirrors the tracepoint's format; the helper checks the read.
-    unsafe { ctx.read_at::<T>(0) }.map_err(|_| {
-        bump(counter::READ_ERRORS);
-        0
-    })
-}
-
-/// What every event starts from: what happened, to which socket, between which ports.
+/// What happened, to which socket.
 struct Head {
     kind: u8,
     skaddr: u64,
     old_state: u8,
     new_state: u8,
-    family: u16,
-    sport: u16,
-    dport: u16,
     err: i32,
 }
 
+/// Between which ends: an IPv4 address in the low 4 bytes of the first word (the event's
+/// 16-byte fields are written a word at a time, not byte by byte).
+#[derive(Clone, Copy)]
+struct Tuple {
+    family: u16,
+    sport: u16,
+    dport: u16,
+    saddr: [u64; 2],
+    daddr: [u64; 2],
+}
+
+/// Where the socket's namespace, cgroup and close details come from: the socket the
+/// event names when it is a full one, the mini socket (timewait, request) it names, or
+/// nothing (a RST sent for a segment that matched no socket).
+#[derive(Clone, Copy)]
+enum Context {
+    Full(KernelPtr),
+    Mini(KernelPtr),
+    None,
+}
+
 /// The one emitter the five programs share: the load-time filters, then the event,
-/// its addresses filled by the caller from its own record, pushed by [`submit`].
+/// written field by field straight into its ring buffer slot (no copy through the
+/// stack); counted as lost if it does not fit.
 #[inline(always)]
-fn emit(head: Head, fill_addrs: impl FnOnce(&mut Event)) {
-    if !wanted(head.family, head.sport, head.dport) {
+fn emit(head: Head, tuple: Tuple, context: Context) {
+    if !wanted(tuple.family, tuple.sport, tuple.dport) {
         return;
     }
-    let mut event = Event {
-        kind: head.kind,
-        skaddr: head.skaddr,
-        old_state: head.old_state,
-        new_state: head.new_state,
-        family: head.family,
-        sport: head.sport,
-        dport: head.dport,
-        err: head.err,
-        ..Event::ZERO
-    };
-    fill_addrs(&mut event);
-    submit(event);
-}
-
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
-    0
-}
-
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let tp: InetSockSetState = read(ctx)?;
-    // MPTCP and SCTP fire this tracepoint too.
-    if tp.protocol != IPPROTO_TCP {
-        return Ok(());
+    let mut netns = 0;
+    let mut sock_cgroup_id = 0;
+    if KERNEL_READS.load() & reads::SOCKET_CONTEXT != 0 {
+        match context {
+            Context::Full(sk) => {
+                netns = socket_netns(sk);
+                sock_cgroup_id = socket_cgroup_id(sk);
+            }
+            // Mini sockets share `struct sock_common`, so the namespace is right, but
+            // have no `sk_cgrp_data`.
+            Context::Mini(sk) => netns = socket_netns(sk),
+            Context::None => {}
+        }
+        if netns == 0 && !matches!(context, Context::None) {
+            bump(counter::READ_ERRORS);
+        }
+        let want_netns = FILTER_NETNS.load();
+        if want_netns != 0 && netns != want_netns {
+            return;
+        }
     }
-    let head = Head {
-        kind: kind::STATE_CHANGE,
-        skaddr: tp.skaddr,
-        old_state: tp.oldstate as u8,
-        new_state: tp.newstate as u8,
-        family: tp.family,
-        sport: tp.sport,
-        dport: tp.dport,
-        err: 0,
+    let fields = Fields {
+        head,
+        tuple,
+        netns,
+        sock_cgroup_id,
     };
-    emit(head, |e| {
-        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
-    });
-    Ok(())
-}
-
-#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_retransmit_skb(&ctx);
-    0
-}
-
-fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), i64> {
-    let tp: TcpRetransmitSkb = read(ctx)?;
-    let head = Head {
-        kind: kind::RETRANSMIT,
-        skaddr: tp.skaddr,
-        old_state: tp.state as u8,
-        new_state: tp.state as u8,
-        family: tp.family,
-        sport: tp.sport,
-        dport: tp.dport,
-        err: tp.err,
-    };
-    emit(head, |e| {
-        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
-    });
-    Ok(())
-}
-
-#[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
-pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_retransmit_synack(&ctx);
-    0
-}
-
-fn try_tcp_retransmit_synack(ctx: &TracePointContext) -> Result<(), i64> {
-    let tp: TcpRetransmitSynack = read(ctx)?;
-    let head = Head {
-        kind: kind::RETRANSMIT_SYNACK,
-        skaddr: tp.skaddr,
-        old_state: TCP_NEW_SYN_RECV,
-        new_state: TCP_NEW_SYN_RECV,
-        family: tp.family,
-        sport: tp.sport,
-        dport: tp.dport,
-        err: 0,
-    };
-    emit(head, |e| {
-        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
-    });
-    Ok(())
-}
-
-#[tracepoint(category = "tcp", name = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_send_reset(&ctx);
-    0
-}
-
-/// Copies a `sockaddr_in`/`sockaddr_in6` address into a 16-byte event field.
-#[inline(always)]
-fn sockaddr_addr(sa: &SockaddrStorage, out: &mut [u8; 16]) {
-    if sa.family == AF_INET6 {
-        out.copy_from_slice(&sa.rest[SOCKADDR_IN6_ADDR..SOCKADDR_IN6_ADDR + 16]);
+    // Only a →CLOSE carries close details; every other event is sent without them. Two
+    // separate paths, so the verifier sees each slot's size with the writes into it.
+    if head_is_close(&fields.head) {
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            bump(counter::LOST);
+            return;
+        };
+        let event = entry.as_mut_ptr();
+        // SAFETY: a reserved slot of a whole `Event`, submitted right after.
+        unsafe {
+            fill_head(event, &fields);
+            (*event).close = match context {
+                Context::Full(tp) if KERNEL_READS.load() & reads::CLOSE_DETAILS != 0 => {
+                    close_details(tp)
+                }
+                _ => CloseDetails::ZERO,
+            };
+        }
+        entry.submit(wakeup_flags());
     } else {
-        out[..4].copy_from_slice(&sa.rest[SOCKADDR_IN_ADDR..SOCKADDR_IN_ADDR + 4]);
+        let Some(mut entry) = EVENTS.reserve::<[u8; EVENT_HEAD_SIZE]>(0) else {
+            bump(counter::LOST);
+            return;
+        };
+        // SAFETY: a reserved slot of an `Event`'s head, submitted right after.
+        unsafe { fill_head(entry.as_mut_ptr().cast::<Event>(), &fields) };
+        entry.submit(wakeup_flags());
     }
 }
 
-fn try_tcp_send_reset(ctx: &TracePointContext) -> Result<(), i64> {
-    let tp: TcpSendReset = read(ctx)?;
-    let family = tp.saddr.family;
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(());
+#[inline(always)]
+fn head_is_close(head: &Head) -> bool {
+    head.kind == kind::STATE_CHANGE && head.new_state == TCP_CLOSE
+}
+
+/// Everything an event's head holds that the program worked out before reserving it.
+struct Fields {
+    head: Head,
+    tuple: Tuple,
+    netns: u32,
+    sock_cgroup_id: u64,
+}
+
+/// Writes every field before `close`, in place.
+///
+/// # Safety
+/// `event` points to a reserved, writable slot at least [`EVENT_HEAD_SIZE`] long.
+#[inline(always)]
+unsafe fn fill_head(event: *mut Event, fields: &Fields) {
+    let (head, tuple) = (&fields.head, &fields.tuple);
+    unsafe {
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).skaddr = head.skaddr;
+        (*event).sock_cgroup_id = fields.sock_cgroup_id;
+        (*event).err = head.err;
+        (*event).netns = fields.netns;
+        (*event).sport = tuple.sport;
+        (*event).dport = tuple.dport;
+        (*event).family = tuple.family;
+        (*event).kind = head.kind;
+        (*event).old_state = head.old_state;
+        (*event).new_state = head.new_state;
+        (*event)._pad = [0; 7];
+        *core::ptr::addr_of_mut!((*event).saddr).cast::<[u64; 2]>() = tuple.saddr;
+        *core::ptr::addr_of_mut!((*event).daddr).cast::<[u64; 2]>() = tuple.daddr;
+        let owner = task_is_owner(head.kind, head.old_state, head.new_state);
+        fill_task(
+            event,
+            owner || KERNEL_READS.load() & reads::TASK_ON_EVERY_EVENT != 0,
+        );
     }
-    let head = Head {
-        kind: kind::SEND_RESET,
-        skaddr: tp.skaddr,
-        old_state: tp.state as u8,
-        new_state: tp.state as u8,
-        family,
-        sport: u16::from_be(tp.saddr.port_be),
-        dport: u16::from_be(tp.daddr.port_be),
-        err: 0,
+}
+
+/// The task on the CPU, only where it is the socket's owner (`task_is_owner`): elsewhere
+/// it is whatever task a softirq interrupted, worth less than the ~100 ns the three
+/// helpers cost, so those fields stay zero.
+///
+/// # Safety
+/// `event` points to a reserved, writable `Event` head.
+#[inline(always)]
+unsafe fn fill_task(event: *mut Event, wanted: bool) {
+    unsafe {
+        if wanted {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            (*event).tgid = (pid_tgid >> 32) as u32;
+            (*event).tid = pid_tgid as u32;
+            (*event).cgroup_id = bpf_get_current_cgroup_id();
+            let comm = core::ptr::addr_of_mut!((*event).comm);
+            if generated::bpf_get_current_comm(comm.cast::<c_void>(), COMM_LEN as u32) == 0 {
+                return;
+            }
+            *comm = [0; COMM_LEN];
+        } else {
+            (*event).tgid = 0;
+            (*event).tid = 0;
+            (*event).cgroup_id = 0;
+            *core::ptr::addr_of_mut!((*event).comm).cast::<[u64; 2]>() = [0; 2];
+        }
+    }
+}
+
+/// A 16-byte address field of a socket.
+#[inline(always)]
+fn address16(sk: KernelPtr, offset: u32) -> [u64; 2] {
+    [read(sk, offset), read(sk, offset + 8)]
+}
+
+/// A full TCP socket's family, ports and addresses, as the tracepoints' `TP_STORE_ADDRS`
+/// read them: the local port and IPv4 address from `inet_sock` (`skc_num` is cleared
+/// before →CLOSE fires), the rest from `sock_common`.
+#[inline(always)]
+fn full_socket_tuple(tp: KernelPtr) -> Tuple {
+    let family: u16 = read(tp, offset!(sock_family));
+    let (saddr, daddr) = if family == AF_INET6 {
+        (
+            address16(tp, offset!(sock_v6_rcv_saddr)),
+            address16(tp, offset!(sock_v6_daddr)),
+        )
+    } else {
+        (
+            [u64::from(read::<u32>(tp, offset!(inet_saddr))), 0],
+            [u64::from(read::<u32>(tp, offset!(sock_daddr))), 0],
+        )
     };
-    emit(head, |e| {
-        sockaddr_addr(&tp.saddr, &mut e.saddr);
-        sockaddr_addr(&tp.daddr, &mut e.daddr);
-    });
-    Ok(())
+    Tuple {
+        family,
+        sport: u16::from_be(read(tp, offset!(inet_sport))),
+        dport: u16::from_be(read(tp, offset!(sock_dport))),
+        saddr,
+        daddr,
+    }
 }
 
-#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_receive_reset(&ctx);
-    0
+/// A request or timewait socket's 4-tuple, all in its `sock_common` (`ir_num`,
+/// `ir_rmt_port`, `ir_loc_addr`, … are names for these fields).
+#[inline(always)]
+fn mini_socket_tuple(sk: KernelPtr) -> Tuple {
+    let family: u16 = read(sk, offset!(sock_family));
+    let (saddr, daddr) = if family == AF_INET6 {
+        (
+            address16(sk, offset!(sock_v6_rcv_saddr)),
+            address16(sk, offset!(sock_v6_daddr)),
+        )
+    } else {
+        (
+            [u64::from(read::<u32>(sk, offset!(sock_rcv_saddr))), 0],
+            [u64::from(read::<u32>(sk, offset!(sock_daddr))), 0],
+        )
+    };
+    Tuple {
+        family,
+        sport: read(sk, offset!(sock_num)),
+        dport: u16::from_be(read(sk, offset!(sock_dport))),
+        saddr,
+        daddr,
+    }
 }
 
-fn try_tcp_receive_reset(ctx: &TracePointContext) -> Result<(), i64> {
-    let tp: TcpReceiveReset = read(ctx)?;
-    // Fired from tcp_reset() before tcp_done(), so this is the state the RST hit.
-    let state: u8 = kernel_read(tp.skaddr, KERNEL_OFFSETS.load().sock_state).unwrap_or(0);
+/// `sk` as a `struct tcp_sock *` when it is a full TCP socket: what `bpf_skc_to_tcp_sock`
+/// checks (`sk_fullsock()`, `IPPROTO_TCP`, `SOCK_STREAM`), so MPTCP and SCTP sockets,
+/// which fire `inet_sock_set_state` too, give `None`.
+#[inline(always)]
+fn tcp_sock(sk: KernelPtr) -> Option<KernelPtr> {
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: a helper that checks what the pointer is before it casts.
+    let tp = unsafe { bpf_skc_to_tcp_sock(sk as *mut c_void) } as KernelPtr;
+    (!tp.is_null()).then_some(tp)
+}
+
+/// An event about a full socket in the state it is in.
+#[inline(always)]
+fn emit_for_full_socket(kind: u8, tp: KernelPtr, err: i32) {
+    let state: u8 = read(tp, offset!(sock_state));
     let head = Head {
-        kind: kind::RECEIVE_RESET,
-        skaddr: tp.skaddr,
+        kind,
+        skaddr: tp as u64,
         old_state: state,
         new_state: state,
-        family: tp.family,
-        sport: tp.sport,
-        dport: tp.dport,
+        err,
+    };
+    emit(head, full_socket_tuple(tp), Context::Full(tp));
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let Some(tp) = tcp_sock(ctx.arg(0)) else {
+        return 0;
+    };
+    let old_state: i32 = ctx.arg(1);
+    let new_state: i32 = ctx.arg(2);
+    let head = Head {
+        kind: kind::STATE_CHANGE,
+        skaddr: tp as u64,
+        old_state: old_state as u8,
+        new_state: new_state as u8,
         err: 0,
     };
-    emit(head, |e| {
-        set_addrs(e, (&tp.saddr, &tp.daddr), (&tp.saddr_v6, &tp.daddr_v6))
-    });
-    Ok(())
+    emit(head, full_socket_tuple(tp), Context::Full(tp));
+    0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
+    if let Some(tp) = tcp_sock(ctx.arg(0)) {
+        emit_for_full_socket(kind::RETRANSMIT, tp, ctx.arg(2));
+    }
+    0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
+    let listener: KernelPtr = ctx.arg(0);
+    let req: KernelPtr = ctx.arg(1);
+    if listener.is_null() || req.is_null() {
+        return 0;
+    }
+    // The event names the listener (as the tracepoint's skaddr does) with the request
+    // socket's 4-tuple; namespace and cgroup are the listener's.
+    let head = Head {
+        kind: kind::RETRANSMIT_SYNACK,
+        skaddr: listener as u64,
+        old_state: TCP_NEW_SYN_RECV,
+        new_state: TCP_NEW_SYN_RECV,
+        err: 0,
+    };
+    let context = match tcp_sock(listener) {
+        Some(tp) => Context::Full(tp),
+        None => Context::Mini(listener),
+    };
+    emit(head, mini_socket_tuple(req), context);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: KernelPtr = ctx.arg(0);
+    if let Some(tp) = tcp_sock(sk) {
+        emit_for_full_socket(kind::SEND_RESET, tp, 0);
+    } else if !sk.is_null() {
+        // A timewait or request socket answering a segment: its 4-tuple is the reversed
+        // segment's, which is what the tracepoint's record holds.
+        let state: u8 = read(sk, offset!(sock_state));
+        if matches!(state, TCP_TIME_WAIT | TCP_NEW_SYN_RECV) {
+            let head = Head {
+                kind: kind::SEND_RESET,
+                skaddr: sk as u64,
+                old_state: state,
+                new_state: state,
+                err: 0,
+            };
+            emit(head, mini_socket_tuple(sk), Context::Mini(sk));
+        }
+    } else if let Some(tuple) = packet_tuple(ctx.arg(1)) {
+        let head = Head {
+            kind: kind::SEND_RESET,
+            skaddr: 0,
+            old_state: 0,
+            new_state: 0,
+            err: 0,
+        };
+        emit(head, tuple, Context::None);
+    }
+    0
+}
+
+/// The 4-tuple of a RST sent for a segment that matched no socket: the segment's,
+/// reversed, read from its headers (`skb->data` is the TCP header here, as the
+/// tracepoint assumes). The headers are packet data, not a BTF-typed struct, so this
+/// rare path reads them through the helper.
+#[inline(always)]
+fn packet_tuple(skb: KernelPtr) -> Option<Tuple> {
+    if skb.is_null() {
+        return None;
+    }
+    let head: u64 = read(skb, offset!(skb_head));
+    let network_header: u16 = read(skb, offset!(skb_network_header));
+    let tcp_header: u64 = read(skb, offset!(skb_data));
+    let ip = head + u64::from(network_header);
+    let version = probe::<u8>(ip)? >> 4;
+    // struct tcphdr: source then dest, big endian.
+    let ports: [u8; 4] = probe(tcp_header)?;
+    let (family, saddr, daddr) = match version {
+        // struct iphdr: saddr at 12, daddr at 16.
+        4 => (
+            AF_INET,
+            [u64::from(probe::<u32>(ip + 16)?), 0],
+            [u64::from(probe::<u32>(ip + 12)?), 0],
+        ),
+        // struct ipv6hdr: saddr at 8, daddr at 24.
+        6 => (AF_INET6, probe(ip + 24)?, probe(ip + 8)?),
+        _ => return None,
+    };
+    Some(Tuple {
+        family,
+        sport: u16::from_be_bytes([ports[2], ports[3]]),
+        dport: u16::from_be_bytes([ports[0], ports[1]]),
+        saddr,
+        daddr,
+    })
+}
+
+/// Packet bytes at `address`, through the helper that fails cleanly on a bad address.
+#[inline(always)]
+fn probe<T>(address: u64) -> Option<T> {
+    // SAFETY: a kernel read through the helper.
+    let value = unsafe { bpf_probe_read_kernel(address as *const T) }.ok();
+    if value.is_none() {
+        bump(counter::READ_ERRORS);
+    }
+    value
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    // Fired from tcp_reset() before tcp_done(), so its state is the state the RST hit.
+    if let Some(tp) = tcp_sock(ctx.arg(0)) {
+        emit_for_full_socket(kind::RECEIVE_RESET, tp, 0);
+    }
+    0
 }
 
 #[cfg(not(test))]

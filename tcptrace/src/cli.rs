@@ -36,7 +36,7 @@ pub enum Command {
     /// buildup and half-open connections, and serve Prometheus metrics and a JSON API
     /// over HTTP.
     Serve(ServeArgs),
-    /// Check, without loading anything, what tracing needs: privileges, tracefs, each
+    /// Check, without loading anything, what tracing needs: privileges, each
     /// tracepoint, BTF, ring-buffer support, sock_diag and the listen address. Exits 1
     /// if anything would stop tcptrace.
     Doctor(DoctorArgs),
@@ -102,10 +102,11 @@ pub struct TraceArgs {
 
     /// For the benchmark, which prices each kernel read per event: `socket` leaves out
     /// the close details, `none` the socket's namespace and cgroup too (then `--netns`
-    /// and `--cgroup` cannot work). Only in a build with the `bench-hooks` feature,
-    /// never in the release binary.
+    /// and `--cgroup` cannot work); `task-always` adds the task on the CPU to every
+    /// event, not only the owner's transitions. Only in a build with the `bench-hooks`
+    /// feature, never in the release binary.
     #[cfg(feature = "bench-hooks")]
-    #[arg(long, hide = true, default_value = "all", value_parser = ["all", "socket", "none"])]
+    #[arg(long, hide = true, default_value = "all", value_parser = ["all", "socket", "none", "task-always"])]
     pub kernel_reads: String,
 
     #[command(flatten)]
@@ -336,6 +337,7 @@ impl TraceArgs {
         match self.kernel_reads.as_str() {
             "none" => 0,
             "socket" => reads::SOCKET_CONTEXT,
+            "task-always" => reads::ALL | reads::TASK_ON_EVERY_EVENT,
             _ => reads::ALL,
         }
     }

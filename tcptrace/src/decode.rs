@@ -2,7 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tcptrace_common::{close_flags, kind, CloseDetails, Event, AF_INET, AF_INET6, EVENT_SIZE};
+use tcptrace_common::{
+    close_flags, kind, CloseDetails, Event, AF_INET, AF_INET6, EVENT_HEAD_SIZE, EVENT_SIZE,
+};
 
 use crate::{
     event::{Comm, EventKind, SocketAtClose, Task, TcpEvent},
@@ -11,7 +13,10 @@ use crate::{
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {0} bytes, expected {EVENT_SIZE}: kernel object and daemon disagree")]
+    #[error(
+        "record of {0} bytes, expected {EVENT_HEAD_SIZE} or {EVENT_SIZE}: kernel object and \
+         daemon disagree"
+    )]
     Size(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u8),
@@ -23,13 +28,20 @@ pub enum DecodeError {
 
 /// Decodes one record. A record of the wrong size or with values this build does not
 /// know is an error for the caller to count and skip: it never panics.
+/// Records come in two sizes: the whole [`Event`] for a →CLOSE, and everything before
+/// its close details ([`EVENT_HEAD_SIZE`]) for the rest, whose details are zero.
 pub fn decode(bytes: &[u8]) -> Result<TcpEvent, DecodeError> {
-    if bytes.len() != EVENT_SIZE {
-        return Err(DecodeError::Size(bytes.len()));
+    let mut raw = Event::ZERO;
+    match bytes.len() {
+        EVENT_SIZE | EVENT_HEAD_SIZE => {
+            // SAFETY: `Event` is plain data for which every bit pattern is valid, and at
+            // least `bytes.len()` bytes long (both sizes are checked just above).
+            let into =
+                unsafe { std::slice::from_raw_parts_mut((&raw mut raw).cast::<u8>(), bytes.len()) };
+            into.copy_from_slice(bytes);
+        }
+        other => return Err(DecodeError::Size(other)),
     }
-    // SAFETY: the length is checked above, `Event` is plain data for which every bit
-    // pattern is valid, and `read_unaligned` makes no alignment assumption.
-    let raw: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     decode_event(&raw)
 }
 
@@ -202,6 +214,23 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_close_details_decodes_as_one_with_them_zero() {
+        let mut raw = raw_v4(kind::STATE_CHANGE, 1, 4);
+        raw.close = CloseDetails::ZERO;
+        let full = bytes(&raw);
+        let event = decode(&full[..EVENT_HEAD_SIZE]).unwrap();
+        assert_eq!(event, decode(&full).unwrap());
+        assert_eq!(event.close, None);
+        assert_eq!(
+            event.kind,
+            EventKind::StateChange {
+                old: TcpState::Established,
+                new: TcpState::FinWait1
+            }
+        );
+    }
+
+    #[test]
     fn rejects_short_long_and_empty_records() {
         let full = bytes(&raw_v4(kind::STATE_CHANGE, 7, 2));
         assert_eq!(
@@ -209,6 +238,10 @@ mod tests {
             Err(DecodeError::Size(EVENT_SIZE - 1))
         );
         assert_eq!(decode(&[]), Err(DecodeError::Size(0)));
+        assert_eq!(
+            decode(&full[..EVENT_HEAD_SIZE + 8]),
+            Err(DecodeError::Size(EVENT_HEAD_SIZE + 8))
+        );
         let mut long = full.clone();
         long.push(0);
         assert_eq!(decode(&long), Err(DecodeError::Size(EVENT_SIZE + 1)));

@@ -6,8 +6,8 @@ use std::{fmt, net::SocketAddr, path::Path};
 use crate::{
     diag::dump_tcp,
     probe::{
-        describe_offsets, effective_capabilities, kernel_offsets, missing_capabilities, tracefs,
-        Probe, PROGRAMS, VMLINUX_BTF,
+        describe_offsets, effective_capabilities, kernel_btf, kernel_offsets, missing_capabilities,
+        tracepoints, Probe, PROGRAMS, VMLINUX_BTF,
     },
     state::TcpState,
 };
@@ -99,28 +99,32 @@ fn privileges() -> Check {
     }
 }
 
-/// tracefs and every tracepoint the programs attach to.
+/// Every tracepoint the programs attach to, looked up in the kernel's BTF (they are BTF
+/// tracepoints: tracefs plays no part).
 fn tracepoints() -> Vec<Check> {
-    let Some(path) = tracefs::find_mounted() else {
-        return vec![not_ok(
-            Outcome::Warn,
-            "tracefs",
-            "not mounted",
-            "tcptrace mounts it at start when it may; or run \
-             `mount -t tracefs tracefs /sys/kernel/tracing`",
-        )];
+    let btf = match kernel_btf() {
+        Ok(btf) => btf,
+        Err(err) => {
+            return vec![not_ok(
+                Outcome::Fail,
+                "tracepoints",
+                err.to_string(),
+                "tcptrace attaches to tracepoints by their BTF ids: use a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF=y",
+            )]
+        }
     };
-    let mut checks = vec![ok("tracefs", format!("mounted at {}", path.display()))];
-    for spec in PROGRAMS {
-        let name = format!("tracepoint {}:{}", spec.category, spec.name);
-        checks.push(
-            match tracefs::check_tracepoint(&path, spec.category, spec.name) {
+    PROGRAMS
+        .iter()
+        .map(|spec| {
+            let name = format!("tracepoint {}:{}", spec.category, spec.name);
+            match tracepoints::check_tracepoint(&btf, spec.category, spec.name) {
                 Ok(()) => ok(name, "present"),
                 Err(err) if spec.required => not_ok(
                     Outcome::Fail,
                     name,
                     err.to_string(),
-                    "tcptrace needs it: use a kernel with CONFIG_TRACEPOINTS, Linux 4.16+",
+                    "tcptrace needs it: use Linux 6.10+ with CONFIG_DEBUG_INFO_BTF",
                 ),
                 Err(err) => not_ok(
                     Outcome::Warn,
@@ -128,10 +132,9 @@ fn tracepoints() -> Vec<Check> {
                     err.to_string(),
                     "tcptrace runs without these events (retransmits or resets go unseen)",
                 ),
-            },
-        );
-    }
-    checks
+            }
+        })
+        .collect()
 }
 
 fn btf() -> Check {

@@ -176,23 +176,14 @@ impl TcpEvent {
     /// the CPU, and many transitions run in softirq; only these are made by the owning
     /// process's own system calls (connect, close/shutdown, listen): DESIGN.md §2.
     pub fn task_is_owner(&self) -> bool {
-        use TcpState::*;
-        matches!(
-            self.kind,
-            EventKind::StateChange {
-                old: Close,
-                new: SynSent | Listen
-            } | EventKind::StateChange {
-                old: Established,
-                new: FinWait1
-            } | EventKind::StateChange {
-                old: CloseWait,
-                new: LastAck
-            } | EventKind::StateChange {
-                old: Listen,
-                new: Close
-            }
-        )
+        match self.kind {
+            EventKind::StateChange { old, new } => tcptrace_common::task_is_owner(
+                tcptrace_common::kind::STATE_CHANGE,
+                old.as_kernel(),
+                new.as_kernel(),
+            ),
+            _ => false,
+        }
     }
 
     /// The states this event concerns, for `--state` filtering.

@@ -89,6 +89,17 @@ fn active_close_scenario(ip: IpAddr, port: u16) {
         std::process::id(),
         "connect() runs in the client's own context"
     );
+    // The kernel fills the task only where it is the owner (connect, close, listen):
+    // elsewhere it would be whatever task a softirq interrupted.
+    for e in client_events.iter().chain(&server_events) {
+        let me = std::process::id();
+        let (pid, comm_empty) = (e.task.pid, e.task.comm.as_str().is_empty());
+        if e.task_is_owner() {
+            assert_eq!((pid, comm_empty), (me, false), "{e:#?}");
+        } else {
+            assert_eq!((pid, comm_empty), (0, true), "{e:#?}");
+        }
+    }
     assert_eq!(
         transitions(&server_events),
         SERVER_PASSIVE_CLOSE,

@@ -428,11 +428,13 @@ fn a_leak_in_a_kubernetes_container_is_attributed_to_its_container_and_pod() {
             .all(|&(sock, _, _)| sock == cgroups.id()),
         "{into_close_wait:?}"
     );
+    // The FIN arrives in softirq, on whatever task was on the CPU: the programs leave
+    // the task out there (it is not the owner), and the socket's own cgroup stands.
     assert!(
         into_close_wait
             .iter()
-            .any(|&(_, task, pid)| task != cgroups.id() && pid == std::process::id()),
-        "the outside client's close ran one on this process's task: {into_close_wait:?}"
+            .all(|&(_, task, pid)| task == 0 && pid == 0),
+        "no task on a softirq transition: {into_close_wait:?}"
     );
     drop(server);
 }

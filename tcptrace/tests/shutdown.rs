@@ -49,25 +49,23 @@ fn start(env: &[(&str, &str)]) -> (Serve, Loaded) {
 }
 
 fn assert_detached(ours: &Loaded, how: &str) {
-    let programs: Vec<_> = loaded_program_ids()
-        .intersection(&ours.programs)
-        .copied()
-        .collect();
-    assert!(
-        programs.is_empty(),
-        "after {how}, programs {programs:?} are still loaded"
-    );
-    // The programs hold their maps until an RCU grace period after they are freed
-    // (kernel/bpf/syscall.c: __bpf_prog_put_noref), so the maps go a moment later.
+    // The kernel frees a BTF tracepoint's program after its link's release has waited
+    // out the tracepoint's RCU readers (kernel/bpf/syscall.c: bpf_link_free), and the
+    // programs hold their maps until an RCU grace period after that
+    // (__bpf_prog_put_noref): both go a moment after the process, not with it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
+        let programs: Vec<_> = loaded_program_ids()
+            .intersection(&ours.programs)
+            .copied()
+            .collect();
         let maps: Vec<_> = loaded_map_ids().intersection(&ours.maps).copied().collect();
-        if maps.is_empty() {
+        if programs.is_empty() && maps.is_empty() {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "5 s after {how}, maps {maps:?} still exist"
+            "5 s after {how}, programs {programs:?} and maps {maps:?} still exist"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

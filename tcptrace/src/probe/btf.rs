@@ -111,7 +111,7 @@ struct Field {
     slot: fn(&mut KernelOffsets) -> &mut u32,
 }
 
-const FIELDS: [Field; 21] = [
+const FIELDS: [Field; 33] = [
     Field {
         label: "skc_state",
         outer: "sock",
@@ -259,6 +259,90 @@ const FIELDS: [Field; 21] = [
         needed_for: "whether the peer's FIN arrived before close",
         slot: |o| &mut o.sock_flags,
     },
+    Field {
+        label: "skc_family",
+        outer: "sock",
+        path: &["__sk_common", "skc_family"],
+        needed_for: "each socket's address family",
+        slot: |o| &mut o.sock_family,
+    },
+    Field {
+        label: "skc_num",
+        outer: "sock",
+        path: &["__sk_common", "skc_num"],
+        needed_for: "the local port of request and timewait sockets",
+        slot: |o| &mut o.sock_num,
+    },
+    Field {
+        label: "skc_dport",
+        outer: "sock",
+        path: &["__sk_common", "skc_dport"],
+        needed_for: "the remote port",
+        slot: |o| &mut o.sock_dport,
+    },
+    Field {
+        label: "skc_rcv_saddr",
+        outer: "sock",
+        path: &["__sk_common", "skc_rcv_saddr"],
+        needed_for: "the local IPv4 address of request and timewait sockets",
+        slot: |o| &mut o.sock_rcv_saddr,
+    },
+    Field {
+        label: "skc_daddr",
+        outer: "sock",
+        path: &["__sk_common", "skc_daddr"],
+        needed_for: "the remote IPv4 address",
+        slot: |o| &mut o.sock_daddr,
+    },
+    Field {
+        label: "skc_v6_rcv_saddr",
+        outer: "sock",
+        path: &["__sk_common", "skc_v6_rcv_saddr"],
+        needed_for: "the local IPv6 address; CONFIG_IPV6",
+        slot: |o| &mut o.sock_v6_rcv_saddr,
+    },
+    Field {
+        label: "skc_v6_daddr",
+        outer: "sock",
+        path: &["__sk_common", "skc_v6_daddr"],
+        needed_for: "the remote IPv6 address; CONFIG_IPV6",
+        slot: |o| &mut o.sock_v6_daddr,
+    },
+    Field {
+        label: "inet_sport",
+        outer: "tcp_sock",
+        path: &["inet_conn", "icsk_inet", "inet_sport"],
+        needed_for: "the local port (kept through →CLOSE)",
+        slot: |o| &mut o.inet_sport,
+    },
+    Field {
+        label: "inet_saddr",
+        outer: "tcp_sock",
+        path: &["inet_conn", "icsk_inet", "inet_saddr"],
+        needed_for: "the local IPv4 address",
+        slot: |o| &mut o.inet_saddr,
+    },
+    Field {
+        label: "sk_buff.head",
+        outer: "sk_buff",
+        path: &["head"],
+        needed_for: "the addresses of a RST sent for no socket",
+        slot: |o| &mut o.skb_head,
+    },
+    Field {
+        label: "sk_buff.data",
+        outer: "sk_buff",
+        path: &["data"],
+        needed_for: "the ports of a RST sent for no socket",
+        slot: |o| &mut o.skb_data,
+    },
+    Field {
+        label: "sk_buff.network_header",
+        outer: "sk_buff",
+        path: &["network_header"],
+        needed_for: "the addresses of a RST sent for no socket",
+        slot: |o| &mut o.skb_network_header,
+    },
 ];
 
 /// `enum sock_flags` (include/net/sock.h): `SOCK_DONE` is set by `tcp_fin()`.
@@ -267,10 +351,15 @@ const SOCK_DONE: &str = "SOCK_DONE";
 
 /// Every offset the kernel programs need, from the running kernel's BTF ([`VMLINUX_BTF`]).
 pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
-    offsets_from_file(Path::new(VMLINUX_BTF))
+    resolve_offsets(&kernel_btf()?)
 }
 
-fn offsets_from_file(path: &Path) -> Result<KernelOffsets, BtfError> {
+/// The running kernel's BTF: its structs' layouts and its tracepoints' arguments.
+pub fn kernel_btf() -> Result<Btf, BtfError> {
+    btf_from_file(Path::new(VMLINUX_BTF))
+}
+
+fn btf_from_file(path: &Path) -> Result<Btf, BtfError> {
     let bytes = fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => BtfError::Missing { path: path.into() },
         _ => BtfError::Read {
@@ -278,11 +367,10 @@ fn offsets_from_file(path: &Path) -> Result<KernelOffsets, BtfError> {
             source,
         },
     })?;
-    let btf = Btf::from_bytes(&bytes).map_err(|source| BtfError::Parse {
+    Btf::from_bytes(&bytes).map_err(|source| BtfError::Parse {
         path: path.into(),
         source,
-    })?;
-    resolve_offsets(&btf)
+    })
 }
 
 /// Every offset the kernel programs need, from `btf`.
@@ -455,107 +543,7 @@ fn composite(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Builds BTF in bytes, as `include/uapi/linux/btf.h` lays it out (little endian).
-    #[derive(Default)]
-    struct TestBtf {
-        types: Vec<u8>,
-        strings: Vec<u8>,
-        count: u32,
-    }
-
-    const INT: u32 = 1;
-    const STRUCT: u32 = 4;
-    const UNION: u32 = 5;
-    const TYPEDEF: u32 = 8;
-    const VOLATILE: u32 = 9;
-
-    impl TestBtf {
-        fn new() -> Self {
-            // String offset 0 is the empty name.
-            Self {
-                strings: vec![0],
-                ..Self::default()
-            }
-        }
-
-        fn string(&mut self, s: &str) -> u32 {
-            if s.is_empty() {
-                return 0;
-            }
-            let offset = self.strings.len() as u32;
-            self.strings.extend_from_slice(s.as_bytes());
-            self.strings.push(0);
-            offset
-        }
-
-        fn words(&mut self, words: &[u32]) {
-            for word in words {
-                self.types.extend_from_slice(&word.to_le_bytes());
-            }
-        }
-
-        /// `struct btf_type`: name, info (kind, kind_flag, vlen), size or type. Returns the id.
-        fn header(
-            &mut self,
-            name: &str,
-            kind: u32,
-            kind_flag: bool,
-            vlen: u32,
-            size_or_type: u32,
-        ) -> u32 {
-            let name = self.string(name);
-            self.words(&[
-                name,
-                (u32::from(kind_flag) << 31) | (kind << 24) | vlen,
-                size_or_type,
-            ]);
-            self.count += 1;
-            self.count
-        }
-
-        fn int(&mut self, name: &str, bytes: u32) -> u32 {
-            let id = self.header(name, INT, false, 0, bytes);
-            self.words(&[bytes * 8]);
-            id
-        }
-
-        fn reference(&mut self, kind: u32, name: &str, target: u32) -> u32 {
-            self.header(name, kind, false, 0, target)
-        }
-
-        /// A struct or union; members are (name, type id, bit offset, bitfield size).
-        fn composite(
-            &mut self,
-            kind: u32,
-            name: &str,
-            size: u32,
-            members: &[(&str, u32, u32, u32)],
-        ) -> u32 {
-            let kind_flag = members.iter().any(|m| m.3 != 0);
-            let id = self.header(name, kind, kind_flag, members.len() as u32, size);
-            for &(name, ty, bit_offset, bitfield) in members {
-                let name = self.string(name);
-                self.words(&[name, ty, (bitfield << 24) | bit_offset]);
-            }
-            id
-        }
-
-        fn parse(&self) -> Btf {
-            let mut bytes = Vec::new();
-            bytes.extend_from_slice(&0xeb9f_u16.to_le_bytes());
-            bytes.extend_from_slice(&[1, 0]); // version, flags
-            let type_len = self.types.len() as u32;
-            let str_len = self.strings.len() as u32;
-            // hdr_len, type_off, type_len, str_off, str_len
-            for word in [24, 0, type_len, type_len, str_len] {
-                bytes.extend_from_slice(&word.to_le_bytes());
-            }
-            bytes.extend_from_slice(&self.types);
-            bytes.extend_from_slice(&self.strings);
-            Btf::from_bytes(&bytes).expect("test BTF parses")
-        }
-    }
+    use crate::probe::test_btf::{TestBtf, STRUCT, TYPEDEF, UNION, VOLATILE};
 
     #[test]
     fn this_kernels_offsets_match_its_c_layout() {
@@ -596,6 +584,18 @@ mod tests {
                 tcp_write_seq: 1576,
                 sock_flags: 96,
                 sock_done_bit: 1,
+                sock_family: 16,
+                sock_num: 14,
+                sock_dport: 12,
+                sock_rcv_saddr: 4,
+                sock_daddr: 0,
+                sock_v6_rcv_saddr: 72,
+                sock_v6_daddr: 56,
+                inet_sport: 814,
+                inet_saddr: 808,
+                skb_head: 192,
+                skb_data: 200,
+                skb_network_header: 180,
             }
         );
         assert_eq!(
@@ -604,7 +604,10 @@ mod tests {
              kernfs_node.id 96, sk_err 284, sk_err_soft 372, bytes_acked 1824, bytes_received 1752, \
              segs_out 1536, segs_in 1760, total_retrans 2200, srtt_us 1680, rtt_min 1496, \
              minmax_sample.v 4, icsk_retransmits 1249, icsk_probes_out 1253, \
-             snd_una 1672, write_seq 1576, skc_flags 96, SOCK_DONE bit 1"
+             snd_una 1672, write_seq 1576, skc_flags 96, skc_family 16, skc_num 14, \
+             skc_dport 12, skc_rcv_saddr 4, skc_daddr 0, skc_v6_rcv_saddr 72, skc_v6_daddr 56, \
+             inet_sport 814, inet_saddr 808, sk_buff.head 192, sk_buff.data 200, \
+             sk_buff.network_header 180, SOCK_DONE bit 1"
         );
     }
 
@@ -726,7 +729,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_says_what_kernel_is_needed() {
-        let err = offsets_from_file(Path::new("/nonexistent/btf/vmlinux")).unwrap_err();
+        let Err(err) = btf_from_file(Path::new("/nonexistent/btf/vmlinux")) else {
+            panic!("a missing file is an error");
+        };
         assert_eq!(
             err.to_string(),
             "/nonexistent/btf/vmlinux is missing: tcptrace needs a kernel built with \

@@ -87,15 +87,21 @@ pub struct ProbeConfig {
     pub kernel_reads: u8,
 }
 
-/// 4 MiB: about 35k events, over 100 ms of peak loopback churn.
+/// What the ring buffer adds to each record (`BPF_RINGBUF_HDR_SZ`).
+const RING_RECORD_HEADER: usize = 8;
+
+/// 4 MiB: about 24k events, over 100 ms of peak loopback churn.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
 
 impl ProbeConfig {
-    /// The eBPF global `WAKEUP_BYTES`: the kernel wakes the reader once an eighth of
-    /// the ring buffer waits, which leaves room for the several milliseconds a woken
-    /// reader may take to run; below that, the reader's drain timer collects events.
-    pub fn wakeup_bytes(&self) -> u64 {
-        u64::from(self.ring_buffer_bytes / 8)
+    /// The eBPF global `WAKEUP_EVERY`: each CPU wakes the reader once per this many of
+    /// its events, so that about an eighth of the ring buffer waits when the CPUs share
+    /// the load, which leaves room for the several milliseconds a woken reader may take
+    /// to run; below that, the reader's drain timer collects events.
+    pub fn wakeup_every(&self) -> u64 {
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+        let record = (tcptrace_common::EVENT_SIZE + RING_RECORD_HEADER) as u64;
+        (u64::from(self.ring_buffer_bytes / 8) / record / cpus).max(1)
     }
 }
 

@@ -4,14 +4,14 @@ use std::{os::fd::AsFd as _, sync::Arc};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{ProgramFd, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, ProgramFd},
+    Btf, Ebpf, EbpfLoader,
 };
 use tcptrace_common::counter;
 
 use super::{
     privileges,
-    tracefs::{self, TracefsError},
+    tracepoints::{self, MissingTracepoint},
     ProbeConfig, ProbeError,
 };
 
@@ -164,32 +164,35 @@ impl Probe {
             }
         }
         raise_memlock_rlimit();
-        let tracefs_path = tracefs::ensure_mounted()?;
 
         let (ports, port_count) = config.filter.port_globals();
         let family = config.filter.family_global();
         let netns = config.filter.netns_global();
-        let offsets = super::btf::kernel_offsets()?;
+        let kernel_btf = super::btf::kernel_btf()?;
+        let offsets = super::btf::resolve_offsets(&kernel_btf)?;
         let mut ebpf = EbpfLoader::new()
             .override_global("FILTER_PORTS", &ports, true)
             .override_global("FILTER_PORT_COUNT", &port_count, true)
             .override_global("FILTER_FAMILY", &family, true)
             .override_global("FILTER_NETNS", &netns, true)
             .override_global("KERNEL_OFFSETS", &offsets, true)
-            .override_global("WAKEUP_BYTES", &config.wakeup_bytes(), true)
+            .override_global("WAKEUP_EVERY", &config.wakeup_every(), true)
             .override_global("KERNEL_READS", &config.kernel_reads, true)
             .map_max_entries("EVENTS", config.ring_buffer_bytes)
             .load(OBJECT)?;
 
         let (plan, missing) = attach_plan(&PROGRAMS, |spec| {
-            tracefs::check_tracepoint(&tracefs_path, spec.category, spec.name)
+            tracepoints::check_tracepoint(&kernel_btf, spec.category, spec.name)
         })?;
+        drop(kernel_btf);
         for err in missing {
             log::warn!("{err}; running without those events");
         }
+        // aya resolves each program's attach point in its own parse of the same BTF.
+        let btf = Btf::from_sys_fs()?;
         let mut attached = Vec::new();
         for spec in plan {
-            match attach(&mut ebpf, spec) {
+            match attach(&mut ebpf, &btf, spec) {
                 Ok(()) => attached.push(spec.program),
                 Err(err) if !spec.required => log::warn!(
                     "{}:{} not attached, its events will be missing: {err}",
@@ -256,8 +259,8 @@ impl Probe {
 /// error that names it.
 pub(super) fn attach_plan(
     specs: &[TracepointSpec],
-    exists: impl Fn(&TracepointSpec) -> Result<(), TracefsError>,
-) -> Result<(Vec<TracepointSpec>, Vec<TracefsError>), ProbeError> {
+    exists: impl Fn(&TracepointSpec) -> Result<(), MissingTracepoint>,
+) -> Result<(Vec<TracepointSpec>, Vec<MissingTracepoint>), ProbeError> {
     let mut plan = Vec::new();
     let mut missing = Vec::new();
     for spec in specs {
@@ -270,8 +273,8 @@ pub(super) fn attach_plan(
     Ok((plan, missing))
 }
 
-fn attach(ebpf: &mut Ebpf, spec: TracepointSpec) -> Result<(), ProbeError> {
-    let program: &mut TracePoint = ebpf
+fn attach(ebpf: &mut Ebpf, btf: &Btf, spec: TracepointSpec) -> Result<(), ProbeError> {
+    let program: &mut BtfTracePoint = ebpf
         .program_mut(spec.program)
         .ok_or(ProbeError::MissingInObject("a tracepoint program"))?
         .try_into()
@@ -283,10 +286,8 @@ fn attach(ebpf: &mut Ebpf, spec: TracepointSpec) -> Result<(), ProbeError> {
         name: spec.program,
         source,
     };
-    program.load().map_err(program_error)?;
-    program
-        .attach(spec.category, spec.name)
-        .map_err(program_error)?;
+    program.load(spec.name, btf).map_err(program_error)?;
+    program.attach().map_err(program_error)?;
     Ok(())
 }
 
@@ -294,31 +295,15 @@ fn attach(ebpf: &mut Ebpf, spec: TracepointSpec) -> Result<(), ProbeError> {
 mod tests {
     use super::*;
 
-    /// A directory laid out like tracefs, with only these tracepoints.
-    fn fake_tracefs(present: &[(&str, &str)]) -> std::path::PathBuf {
-        let root = std::env::temp_dir().join(format!(
-            "tcptrace-tracefs-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&root);
-        for (category, name) in present {
-            let dir = root.join("events").join(category).join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("id"), "1234\n").unwrap();
-        }
-        root
-    }
-
     #[test]
     fn a_kernel_without_an_optional_tracepoint_runs_without_it() {
-        let root = fake_tracefs(&[
-            ("sock", "inet_sock_set_state"),
-            ("tcp", "tcp_retransmit_skb"),
-            ("tcp", "tcp_retransmit_synack"),
+        let btf = tracepoints::btf_with(&[
+            "inet_sock_set_state",
+            "tcp_retransmit_skb",
+            "tcp_retransmit_synack",
         ]);
         let (plan, missing) = attach_plan(&PROGRAMS, |s| {
-            tracefs::check_tracepoint(&root, s.category, s.name)
+            tracepoints::check_tracepoint(&btf, s.category, s.name)
         })
         .unwrap();
         let planned: Vec<_> = plan.iter().map(|s| s.program).collect();
@@ -333,19 +318,24 @@ mod tests {
         let warnings: Vec<String> = missing.iter().map(ToString::to_string).collect();
         assert_eq!(warnings.len(), 2);
         assert!(warnings[0].contains("tcp:tcp_send_reset"), "{warnings:?}");
-        std::fs::remove_dir_all(&root).unwrap();
+        assert!(
+            warnings[1].contains("tcp:tcp_receive_reset"),
+            "{warnings:?}"
+        );
     }
 
     #[test]
     fn a_kernel_without_inet_sock_set_state_is_refused_by_name() {
-        let root = fake_tracefs(&[("tcp", "tcp_retransmit_skb")]);
+        let btf = tracepoints::btf_with(&["tcp_retransmit_skb"]);
         let err = attach_plan(&PROGRAMS, |s| {
-            tracefs::check_tracepoint(&root, s.category, s.name)
+            tracepoints::check_tracepoint(&btf, s.category, s.name)
         })
         .unwrap_err();
         let message = err.to_string();
         assert!(message.contains("sock:inet_sock_set_state"), "{message}");
-        assert!(message.contains("Linux 4.16 or later"), "{message}");
-        std::fs::remove_dir_all(&root).unwrap();
+        assert!(
+            message.contains("btf_trace_inet_sock_set_state"),
+            "{message}"
+        );
     }
 }

@@ -8,11 +8,14 @@ mod loader;
 mod misses;
 mod privileges;
 mod reader;
-pub mod tracefs;
+#[cfg(test)]
+mod test_btf;
+pub mod tracepoints;
 
 use aya::{maps::MapError, programs::ProgramError, EbpfError};
 pub use btf::{
-    describe_offsets, kernel_offsets, resolve_offsets, BtfError, FieldError, VMLINUX_BTF,
+    describe_offsets, kernel_btf, kernel_offsets, resolve_offsets, BtfError, FieldError,
+    VMLINUX_BTF,
 };
 pub use config::{Family, FilterError, KernelFilter, ProbeConfig, DEFAULT_RING_BUFFER_BYTES};
 pub use loader::{KernelCounterReader, KernelCounters, Probe, TracepointSpec, PROGRAMS};
@@ -32,7 +35,9 @@ pub enum ProbeError {
     )]
     Privileges { missing: String },
     #[error(transparent)]
-    Tracefs(#[from] tracefs::TracefsError),
+    MissingTracepoint(#[from] tracepoints::MissingTracepoint),
+    #[error("reading the kernel's BTF for the programs' tracepoints: {0}")]
+    KernelBtf(#[from] aya::BtfError),
     #[error(transparent)]
     Filter(#[from] FilterError),
     #[error(transparent)]

@@ -190,8 +190,18 @@ pub(super) fn start(
             (child, output, Some(addr))
         }
         _ => {
-            let mut child = Command::new("bpftrace")
-                .args(["-e", &bpftrace_script(tracer, port)])
+            // bpftrace's tracepoints need tracefs, which a new machine has not mounted
+            // (tcptrace does not need it): mount it in a mount namespace of bpftrace's
+            // own, so the host's mounts stay as they were. `unshare` and `sh` exec, so
+            // the child's pid is bpftrace's and SIGINT reaches it.
+            let mut child = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "mountpoint -q /sys/kernel/tracing || \
+                     mount -t tracefs tracefs /sys/kernel/tracing || exit 1; \
+                     exec bpftrace -e \"$0\"",
+                )
+                .arg(bpftrace_script(tracer, port))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
