@@ -22,7 +22,7 @@ function el(tag, attrs, ...children) {
     else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else node.setAttribute(name, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -130,7 +130,8 @@ function route() {
 // ---- overview ---------------------------------------------------------------------
 
 function section(id, title, ...body) {
-  return el("section", { id, class: "card" }, el("h2", {}, title), ...body);
+  const wide = ["leaks", "listeners", "time-wait", "diagram-card"].includes(id);
+  return el("section", { id, class: wide ? "card wide" : "card" }, el("h2", {}, title), ...body);
 }
 
 function healthSection(h) {
@@ -320,6 +321,8 @@ function timelineTable(c) {
     return [[name, "state"], `+${nanos(s.entered_ns - start)}`,
       next ? nanos(next.entered_ns - s.entered_ns) : i === c.steps.length - 1 && name !== "CLOSE" && name !== "TIME_WAIT" ? "so far" : "–"];
   });
+  // The state before connect() or accept is not part of the story (as in `watch`).
+  if (!c.seen_since_start && c.steps.length > 1 && ["CLOSE", "LISTEN"].includes(c.steps[0].state)) rows.shift();
   return table("timeline", ["state", "entered", "lasted"], rows, "No state seen.");
 }
 
