@@ -484,6 +484,34 @@ mod tests {
     }
 
     #[test]
+    fn each_diagram_step_says_how_long_its_end_stayed() {
+        let (client, server) = pair();
+        let diagram = SequenceDiagram::of(&client, &server);
+        let ms = |ns: Option<u64>| ns.map(|ns| ns / 1_000_000);
+        assert_eq!(
+            diagram
+                .steps
+                .iter()
+                .map(|s| (s.end, s.state, ms(s.lasted_ns)))
+                .collect::<Vec<_>>(),
+            [
+                (End::Client, SynSent, Some(2)),
+                (End::Server, SynRecv, Some(2)),
+                (End::Client, Established, Some(8)),
+                (End::Server, Established, Some(7)),
+                (End::Client, FinWait1, Some(1)),
+                (End::Server, CloseWait, Some(10)),
+                (End::Client, FinWait2, Some(0)),
+                (End::Server, LastAck, Some(1)),
+                (End::Client, TimeWait, None),
+                (End::Server, Close, None),
+            ]
+        );
+        assert_eq!(diagram.shape, Some(CloseShape::FourWay));
+        assert_eq!(diagram.gave_up, []);
+    }
+
+    #[test]
     fn json_carries_the_classification_and_the_peer() {
         let (client, server) = pair();
         let value: serde_json::Value = serde_json::from_str(&json(&client, Some(&server))).unwrap();
