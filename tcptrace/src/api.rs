@@ -14,7 +14,7 @@ use crate::{
         tcp_info::KernelView,
     },
     state::TcpState,
-    timeline,
+    timeline::{self, SequenceDiagram},
     tracker::{classify, CloseKind, CloseStats, Connection, Direction, Owner, Tracker},
 };
 
@@ -31,22 +31,52 @@ pub struct Kernel<'a> {
 pub const MAX_LIMIT: usize = 10_000;
 /// How many it holds unless asked.
 pub const DEFAULT_LIMIT: usize = 1_000;
+/// The furthest a page of `/api/connections` may start: past any table's size
+/// (`--max-connections` is 65536 by default), small enough that a page costs little.
+pub const MAX_OFFSET: usize = 1 << 20;
 
 /// Which live connections to list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionQuery {
     pub state: Option<TcpState>,
     /// Either end's port.
     pub port: Option<u16>,
     /// The network namespace's inode number.
     pub netns: Option<u32>,
+    /// The start of a container id (the 12 digits `docker ps` shows, or more), or of a
+    /// pod's UID: the connections of that container or pod.
+    pub container: Option<String>,
+    /// How many of the matching connections (newest first) to skip: the page's start.
+    pub offset: usize,
     pub limit: usize,
 }
 
 impl ConnectionQuery {
-    fn matches(&self, conn: &Connection) -> bool {
-        at(conn, self.port, self.netns) && self.state.is_none_or(|s| conn.state() == s)
+    fn matches(&self, conn: &Connection, resolve: Resolve<'_>) -> bool {
+        at(conn, self.port, self.netns)
+            && self.state.is_none_or(|s| conn.state() == s)
+            && self
+                .container
+                .as_deref()
+                .is_none_or(|wanted| in_container(conn.cgroup_id, wanted, resolve))
     }
+}
+
+/// The connection of cgroup `cgroup_id` belongs to a container whose id starts with
+/// `wanted`, or to a pod whose UID does. Ids are lowercase hex: asked in capitals, they
+/// still match.
+fn in_container(cgroup_id: u64, wanted: &str, resolve: Resolve<'_>) -> bool {
+    let wanted = wanted.to_ascii_lowercase();
+    let Some(workload) = resolve(cgroup_id) else {
+        return false;
+    };
+    let container = workload.container.as_ref().map(|c| c.id.as_str());
+    let pod = workload.pod_uid.as_deref();
+    !wanted.is_empty()
+        && [container, pod]
+            .into_iter()
+            .flatten()
+            .any(|id| id.starts_with(&wanted))
 }
 
 pub enum Query {
@@ -58,6 +88,12 @@ pub enum Query {
     Connection {
         id: u64,
         reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+    /// The sequence diagram of a connection and its other end, when both are on this
+    /// host (`None`: no such connection, or its other end is elsewhere).
+    Diagram {
+        id: u64,
+        reply: oneshot::Sender<Option<SequenceDiagram>>,
     },
     /// Recently finished connections: how each ended and what it carried.
     Closed {
@@ -124,8 +160,10 @@ pub struct ConnectionSummary {
 pub struct ConnectionList {
     /// Live connections matching the query, returned or not.
     pub matching: usize,
-    /// The answer holds only the first `limit` (most recently changed first).
+    /// More match after this page (most recently changed first).
     pub truncated: bool,
+    /// How many matching connections come before this page.
+    pub offset: usize,
     /// When the dump the rows' `kernel` fields come from began (RFC 3339).
     pub kernel_checked_at: Option<String>,
     pub connections: Vec<ConnectionSummary>,
@@ -163,22 +201,34 @@ pub fn connections(
     clock: WallClock,
     now_ns: u64,
 ) -> ConnectionList {
-    let mut matching: Vec<&Connection> = tracker.live().filter(|c| query.matches(c)).collect();
+    let mut matching: Vec<&Connection> = tracker
+        .live()
+        .filter(|c| query.matches(c, resolve))
+        .collect();
     let total = matching.len();
     let limit = query.limit.min(MAX_LIMIT);
-    if total > limit {
-        matching.select_nth_unstable_by_key(limit, |c| std::cmp::Reverse(c.state_since_ns()));
-        matching.truncate(limit);
+    let offset = query.offset.min(MAX_OFFSET);
+    // Newest first, and the same order every time (the generation breaks ties), so that
+    // pages neither overlap nor skip while nothing changes.
+    let newest_first = |c: &&Connection| (std::cmp::Reverse(c.state_since_ns()), c.id.generation);
+    let end = offset.saturating_add(limit);
+    if total > end {
+        // Only the connections up to the page's end are sorted.
+        matching.select_nth_unstable_by_key(end, newest_first);
+        matching.truncate(end);
     }
-    matching.sort_by_key(|c| (std::cmp::Reverse(c.state_since_ns()), c.id.generation));
+    matching.sort_by_key(newest_first);
+    let page: Vec<ConnectionSummary> = matching
+        .into_iter()
+        .skip(offset)
+        .map(|c| summary(c, kernel, resolve, clock, now_ns))
+        .collect();
     ConnectionList {
         matching: total,
-        truncated: total > limit,
+        truncated: total > offset + page.len(),
+        offset,
         kernel_checked_at: kernel.dumped_ns.map(|ns| rfc3339(clock.to_system_time(ns))),
-        connections: matching
-            .into_iter()
-            .map(|c| summary(c, kernel, resolve, clock, now_ns))
-            .collect(),
+        connections: page,
     }
 }
 
@@ -208,6 +258,19 @@ pub fn connection(
         }
     }
     Some(value)
+}
+
+/// The sequence diagram of connection `id` and its other end on this host; the end that
+/// connected is the client.
+pub fn diagram(tracker: &Tracker, id: u64) -> Option<SequenceDiagram> {
+    let conn = tracker.by_id(id)?;
+    let partner = tracker.partner(conn)?;
+    let (client, server) = if partner.direction == Direction::Active {
+        (partner, conn)
+    } else {
+        (conn, partner)
+    };
+    Some(SequenceDiagram::of(client, server))
 }
 
 /// Which recently finished connections to list.
@@ -305,6 +368,9 @@ pub fn answer(
         Query::Connection { id, reply } => {
             let _ = reply.send(connection(tracker, kernel, id, resolve));
         }
+        Query::Diagram { id, reply } => {
+            let _ = reply.send(diagram(tracker, id));
+        }
         Query::Closed { query, reply } => {
             let _ = reply.send(closed(tracker, &query, resolve, clock));
         }
@@ -359,8 +425,8 @@ mod tests {
         let established = ConnectionQuery {
             state: Some(Established),
             port: Some(40002),
-            netns: None,
             limit: 10,
+            ..Default::default()
         };
         let list = connections(
             &tracker,
@@ -377,6 +443,150 @@ mod tests {
             connections(&tracker, &none(), &all(usize::MAX), &mut |_| None, clock, 0).matching,
             6
         );
+    }
+
+    /// Connections 1..=n (ports 40001..), connection i entering ESTABLISHED at i ms,
+    /// its socket in cgroup `1000 + i % 3`.
+    fn established(n: u64) -> Tracker {
+        let mut tracker = Tracker::new(64, 8);
+        for i in 1..=n {
+            let local = format!("127.0.0.1:{}", 40000 + i);
+            for (old, new, ms) in [(Close, SynSent, 0), (SynSent, Established, i)] {
+                let mut e = client(i, ms, old, new);
+                e.local = local.parse().unwrap();
+                e.sock_cgroup_id = 1000 + i % 3;
+                tracker.apply(&e);
+            }
+        }
+        tracker
+    }
+
+    fn ports(list: &ConnectionList) -> Vec<u16> {
+        list.connections.iter().map(|c| c.local.port()).collect()
+    }
+
+    #[test]
+    fn pages_follow_each_other_newest_first() {
+        let tracker = established(7);
+        let clock = WallClock::new();
+        let page = |offset, limit| {
+            let query = ConnectionQuery {
+                offset,
+                limit,
+                ..Default::default()
+            };
+            connections(&tracker, &none(), &query, &mut |_| None, clock, 0)
+        };
+        let first = page(0, 3);
+        assert_eq!(ports(&first), [40007, 40006, 40005]);
+        assert_eq!(
+            (first.matching, first.offset, first.truncated),
+            (7, 0, true)
+        );
+        let second = page(3, 3);
+        assert_eq!(ports(&second), [40004, 40003, 40002]);
+        assert_eq!(
+            (second.matching, second.offset, second.truncated),
+            (7, 3, true)
+        );
+        let last = page(6, 3);
+        assert_eq!(ports(&last), [40001]);
+        assert_eq!((last.matching, last.offset, last.truncated), (7, 6, false));
+        let past = page(10, 3);
+        assert_eq!(ports(&past), [] as [u16; 0]);
+        assert_eq!((past.matching, past.offset, past.truncated), (7, 10, false));
+        // Offsets beyond the cap are cut to it.
+        assert_eq!(page(usize::MAX, 3).offset, MAX_OFFSET);
+    }
+
+    #[test]
+    fn filters_by_container_or_pod_id_prefix() {
+        use crate::diag::cgroup::parse_cgroup_path;
+        let tracker = established(6);
+        let docker = std::sync::Arc::new(parse_cgroup_path(
+            "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+        ));
+        let pod = std::sync::Arc::new(parse_cgroup_path(
+            "/kubepods.slice/kubepods-besteffort.slice/\
+             kubepods-besteffort-pod1b2c3d4e_0000_4000_8000_000000000001.slice/\
+             cri-containerd-fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210.scope",
+        ));
+        // cgroup 1000: the docker container; 1001: the pod's container; 1002: the host.
+        let mut resolve = |id: u64| match id {
+            1000 => Some(std::sync::Arc::clone(&docker)),
+            1001 => Some(std::sync::Arc::clone(&pod)),
+            _ => None,
+        };
+        let clock = WallClock::new();
+        let mut by = |container: &str, state| {
+            let query = ConnectionQuery {
+                container: Some(container.into()),
+                state,
+                limit: 10,
+                ..Default::default()
+            };
+            ports(&connections(
+                &tracker,
+                &none(),
+                &query,
+                &mut resolve,
+                clock,
+                0,
+            ))
+        };
+        assert_eq!(by("0123456789ab", None), [40006, 40003]);
+        assert_eq!(by("0123456789AB", Some(Established)), [40006, 40003]);
+        assert_eq!(by("fedcba", None), [40004, 40001]);
+        assert_eq!(by("1b2c3d4e-0000", None), [40004, 40001]);
+        assert_eq!(by("0123456789ab", Some(SynSent)), [] as [u16; 0]);
+        assert_eq!(by("99", None), [] as [u16; 0]);
+        // The workload is in every row, flattened as in /api/leaks.
+        let query = ConnectionQuery {
+            limit: 1,
+            ..Default::default()
+        };
+        let list = connections(&tracker, &none(), &query, &mut resolve, clock, 0);
+        let row = serde_json::to_value(&list.connections[0]).unwrap();
+        assert_eq!(
+            row["container"]["id"],
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn a_diagram_needs_both_ends_and_puts_the_connecting_one_left() {
+        let mut tracker = Tracker::new(64, 8);
+        tracker.apply(&client(1, 0, Close, SynSent));
+        tracker.apply(&server(2, 1, Listen, SynRecv));
+        tracker.apply(&client(1, 2, SynSent, Established));
+        tracker.apply(&server(2, 3, SynRecv, Established));
+        let ids: Vec<u64> = tracker.live().map(|c| c.id.generation).collect();
+        assert_eq!(ids.len(), 2);
+        for id in &ids {
+            let diagram = diagram(&tracker, *id).expect("both ends are here");
+            assert_eq!(
+                (diagram.client.port(), diagram.server.port()),
+                (40000, 8080)
+            );
+            assert_eq!(
+                diagram
+                    .steps
+                    .iter()
+                    .map(|s| (s.end, s.state))
+                    .collect::<Vec<_>>(),
+                [
+                    (timeline::End::Client, SynSent),
+                    (timeline::End::Server, SynRecv),
+                    (timeline::End::Client, Established),
+                    (timeline::End::Server, Established),
+                ]
+            );
+        }
+        let mut alone = Tracker::new(64, 8);
+        alone.apply(&client(1, 0, Close, SynSent));
+        let id = alone.live().next().unwrap().id.generation;
+        assert_eq!(diagram(&alone, id), None);
+        assert_eq!(diagram(&alone, id + 100), None);
     }
 
     #[test]

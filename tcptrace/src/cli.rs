@@ -179,7 +179,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
 
-    /// Address to serve /metrics, /healthz and /api/* on. Anything but loopback exposes
+    /// Address to serve the web view (/), /metrics, /healthz and /api/* on. Anything but loopback exposes
     /// connection details to whoever can reach it: see the README.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,

@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/leaks", get(leaks))
         .route("/api/listeners", get(listeners))
         .route("/api/half-open", get(half_open))
+        .merge(crate::ui::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -54,7 +55,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// An error answer: a status and a one-line reason.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -80,7 +81,7 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 /// Sends a question to the loop and waits for its answer.
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     state: &ApiState,
     make: impl FnOnce(oneshot::Sender<T>) -> Query,
 ) -> Result<T, ApiError> {
@@ -104,10 +105,22 @@ struct ListParams {
     state: Option<String>,
     port: Option<u16>,
     netns: Option<u32>,
+    container: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
 }
 
-fn limit(requested: Option<usize>) -> Result<usize, ApiError> {
+fn offset(requested: Option<usize>) -> Result<usize, ApiError> {
+    match requested.unwrap_or(0) {
+        n if n > api::MAX_OFFSET => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("offset must be at most {}", api::MAX_OFFSET),
+        )),
+        n => Ok(n),
+    }
+}
+
+pub(crate) fn limit(requested: Option<usize>) -> Result<usize, ApiError> {
     match requested.unwrap_or(api::DEFAULT_LIMIT) {
         0 => Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -135,6 +148,8 @@ async fn connections(
         state: tcp_state,
         port: params.port,
         netns: params.netns,
+        container: params.container.filter(|c| !c.is_empty()),
+        offset: offset(params.offset)?,
         limit: limit(params.limit)?,
     };
     ask(&state, |reply| Query::Connections { query, reply })

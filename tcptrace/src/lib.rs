@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: kernel → ring buffer ([`probe`]) → [`decode`] → [`tracker`] →
 //! [`detect`], [`metrics`] and [`output`]; [`daemon`] runs the loop, [`http`] says what is
-//! served and [`web`] serves it (TLS, auth, guard limits).
+//! served, [`ui`] is the web view among it, and [`web`] serves it all (TLS, auth,
+//! guard limits).
 
 pub mod api;
 pub mod cli;
@@ -25,5 +26,6 @@ pub mod state;
 mod testing;
 pub mod timeline;
 pub mod tracker;
+pub mod ui;
 pub mod watch;
 pub mod web;

@@ -10,9 +10,9 @@ use crate::{
     clock::human_duration,
     state::TcpState::{self, *},
     tracker::{
-        classify, close_shape,
+        classify, close_shape, CloseKind,
         CloseKind::{KeepaliveTimeout, SynTimeout, TimedOut, Unreachable},
-        CloseShape, CloseStats, Connection, Direction, Lifecycle, Mark, Step,
+        CloseShape, CloseStats, Connection, Direction, Lifecycle, Mark, MarkKind, Step,
     },
 };
 
@@ -161,76 +161,162 @@ fn segment_sent(old: TcpState, new: TcpState, shape: Option<CloseShape>) -> Opti
 
 const ARROW: usize = 26;
 
-/// The sequence diagram of two local ends, client (active opener) on the left.
-pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
-    let (active, passive) = if entered_first(client, server, FinWait1) {
-        (client, server)
-    } else {
-        (server, client)
-    };
-    let shape = close_shape(active, passive);
-    // Linux makes the child socket (LISTEN → SYN_RECV) only when the handshake's last
-    // ACK arrives; until then the half-open connection is a request socket that already
-    // sent the SYN+ACK. Draw that SYN+ACK where it was sent: right after the SYN.
-    let syn_sent = client
-        .steps
-        .iter()
-        .find(|s| s.state == SynSent)
-        .map(|s| s.entered_ns);
-    let mut rows: Vec<(u64, bool, TcpState, Option<&str>)> = Vec::new();
-    for (conn, left) in [(client, true), (server, false)] {
-        let life = classify(conn);
-        for pair in conn.steps.windows(2) {
-            let (old, new) = (pair[0].state, pair[1].state);
-            let shown = if new == Close && life.time_wait {
-                TimeWait
-            } else {
-                new
-            };
-            let at = match (old, new, syn_sent) {
-                (Listen, SynRecv, Some(syn)) => syn,
-                // An orphan hands over to its timewait socket before the peer's FIN;
-                // the ACK of that FIN comes later, from the timewait socket.
-                (FinWait2, Close, _) if shown == TimeWait => pair[1]
-                    .entered_ns
-                    .max(peer_fin(if left { server } else { client }) + 1),
-                _ => pair[1].entered_ns,
-            };
-            rows.push((at, left, shown, segment_sent(old, new, shape)));
+/// Which end of a pair a diagram row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// The active opener, drawn on the left.
+    Client,
+    /// The end a listener accepted, drawn on the right.
+    Server,
+}
+
+/// One state change of one end, where the diagram draws it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagramStep {
+    /// Where the row sorts (CLOCK_MONOTONIC ns): when the segment went out, which is not
+    /// always when the state was entered (see [`SequenceDiagram::of`]).
+    pub at_ns: u64,
+    pub end: End,
+    /// The state entered (TIME_WAIT for a close through it).
+    pub state: TcpState,
+    /// The segment this end sent as it entered `state`.
+    pub segment: Option<&'static str>,
+    /// How long the end stayed in `state`; `None` while it is still there, or for its
+    /// last state.
+    pub lasted_ns: Option<u64>,
+}
+
+/// A retransmit or reset of one end, where it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagramMark {
+    pub at_ns: u64,
+    pub end: End,
+    pub kind: MarkKind,
+}
+
+/// Two local ends of one connection, as the textbook draws them: the rows the text
+/// diagram (`watch --timelines`) and the web view's SVG both draw. Plain data, with no
+/// kernel address in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequenceDiagram {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// In the order they happened (the client first on a tie).
+    pub steps: Vec<DiagramStep>,
+    /// In the order they happened.
+    pub marks: Vec<DiagramMark>,
+    pub shape: Option<CloseShape>,
+    /// The ends the kernel gave up on, and why: tells more than the segments' shape.
+    pub gave_up: Vec<(End, CloseKind)>,
+}
+
+impl SequenceDiagram {
+    /// The diagram of two local ends, `client` the active opener.
+    pub fn of(client: &Connection, server: &Connection) -> SequenceDiagram {
+        let (active, passive) = if entered_first(client, server, FinWait1) {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let shape = close_shape(active, passive);
+        // Linux makes the child socket (LISTEN → SYN_RECV) only when the handshake's last
+        // ACK arrives; until then the half-open connection is a request socket that
+        // already sent the SYN+ACK. Draw that SYN+ACK where it was sent: right after the
+        // SYN.
+        let syn_sent = client
+            .steps
+            .iter()
+            .find(|s| s.state == SynSent)
+            .map(|s| s.entered_ns);
+        let mut steps = Vec::new();
+        let mut marks = Vec::new();
+        let mut gave_up = Vec::new();
+        for (conn, end) in [(client, End::Client), (server, End::Server)] {
+            let life = classify(conn);
+            for (i, pair) in conn.steps.windows(2).enumerate() {
+                let (old, new) = (pair[0].state, pair[1].state);
+                let shown = if new == Close && life.time_wait {
+                    TimeWait
+                } else {
+                    new
+                };
+                let at_ns = match (old, new, syn_sent) {
+                    (Listen, SynRecv, Some(syn)) => syn,
+                    // An orphan hands over to its timewait socket before the peer's FIN;
+                    // the ACK of that FIN comes later, from the timewait socket.
+                    (FinWait2, Close, _) if shown == TimeWait => pair[1]
+                        .entered_ns
+                        .max(peer_fin(if end == End::Client { server } else { client }) + 1),
+                    _ => pair[1].entered_ns,
+                };
+                let lasted_ns = conn
+                    .steps
+                    .get(i + 2)
+                    .map(|next| next.entered_ns.saturating_sub(pair[1].entered_ns));
+                steps.push(DiagramStep {
+                    at_ns,
+                    end,
+                    state: shown,
+                    segment: segment_sent(old, new, shape),
+                    lasted_ns,
+                });
+            }
+            marks.extend(conn.marks.iter().map(|m| DiagramMark {
+                at_ns: m.at_ns,
+                end,
+                kind: m.kind,
+            }));
+            if let Some(kind @ (SynTimeout | TimedOut | KeepaliveTimeout | Unreachable)) =
+                life.close
+            {
+                gave_up.push((end, kind));
+            }
+        }
+        steps.sort_by_key(|s| (s.at_ns, s.end == End::Server));
+        marks.sort_by_key(|m| (m.at_ns, m.end == End::Server));
+        SequenceDiagram {
+            client: client.local,
+            server: server.local,
+            steps,
+            marks,
+            shape,
+            gave_up,
         }
     }
-    rows.sort_by_key(|r| (r.0, !r.1));
-    let client_title = format!("client {}", client.local);
+}
+
+/// The sequence diagram of two local ends, client (active opener) on the left.
+pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
+    let diagram = SequenceDiagram::of(client, server);
+    let client_title = format!("client {}", diagram.client);
     let mut out = format!(
         "{client_title:<14}{:^width$}server {}\n",
         "",
-        server.local,
+        diagram.server,
         width = ARROW + 4
     );
-    for (_, left, state, segment) in rows {
-        let arrow = match (segment, left) {
+    for step in &diagram.steps {
+        let left = step.end == End::Client;
+        let arrow = match (step.segment, left) {
             // Every arrow is ARROW characters wide: 2 + segment + dashes + 1.
             (Some(seg), true) => format!("──{seg}{}▶", "─".repeat(ARROW - seg.len() - 3)),
             (Some(seg), false) => format!("◀{}{seg}──", "─".repeat(ARROW - seg.len() - 3)),
             (None, _) => " ".repeat(ARROW),
         };
         let (l, r) = if left {
-            (state.to_string(), String::new())
+            (step.state.to_string(), String::new())
         } else {
-            (String::new(), state.to_string())
+            (String::new(), step.state.to_string())
         };
         out.push_str(format!("  {l:<14}{arrow}  {r}").trim_end());
         out.push('\n');
     }
-    if let Some(shape) = shape {
+    if let Some(shape) = diagram.shape {
         out.push_str(&format!("  close: {}\n", words(shape)));
     }
-    // An end the kernel gave up on tells more than the shape of its segments.
-    for (end, conn) in [("client", client), ("server", server)] {
-        let close = classify(conn).close;
-        if let Some(kind @ (SynTimeout | TimedOut | KeepaliveTimeout | Unreachable)) = close {
-            out.push_str(&format!("  {end}: {}\n", words(kind)));
-        }
+    for (end, kind) in &diagram.gave_up {
+        out.push_str(&format!("  {}: {}\n", words(end), words(kind)));
     }
     out
 }
@@ -395,6 +481,34 @@ mod tests {
             ["client", "127.0.0.1:40000", "server", "127.0.0.1:80"]
         );
         assert_eq!(&lines[1..], expected, "\n{diagram}");
+    }
+
+    #[test]
+    fn each_diagram_step_says_how_long_its_end_stayed() {
+        let (client, server) = pair();
+        let diagram = SequenceDiagram::of(&client, &server);
+        let ms = |ns: Option<u64>| ns.map(|ns| ns / 1_000_000);
+        assert_eq!(
+            diagram
+                .steps
+                .iter()
+                .map(|s| (s.end, s.state, ms(s.lasted_ns)))
+                .collect::<Vec<_>>(),
+            [
+                (End::Client, SynSent, Some(2)),
+                (End::Server, SynRecv, Some(2)),
+                (End::Client, Established, Some(8)),
+                (End::Server, Established, Some(7)),
+                (End::Client, FinWait1, Some(1)),
+                (End::Server, CloseWait, Some(10)),
+                (End::Client, FinWait2, Some(0)),
+                (End::Server, LastAck, Some(1)),
+                (End::Client, TimeWait, None),
+                (End::Server, Close, None),
+            ]
+        );
+        assert_eq!(diagram.shape, Some(CloseShape::FourWay));
+        assert_eq!(diagram.gave_up, []);
     }
 
     #[test]

@@ -120,6 +120,8 @@ fn no_output_carries_a_kernel_address() {
             "/api/leaks",
             "/api/listeners",
             "/api/half-open",
+            "/api/overview",
+            "/api/health",
         ] {
             let (status, body) = serve.get(path);
             assert_eq!(status, 200, "{path}: {body}");
@@ -142,7 +144,15 @@ fn no_output_carries_a_kernel_address() {
             let path = format!("/api/connections/{id}");
             let (status, body) = serve.get(&path);
             assert_eq!(status, 200, "{path}: {body}");
+            let paired = serde_json::from_str::<serde_json::Value>(&body).unwrap()["peer"].is_u64();
             outputs.push((path, body));
+            // The web view's sequence diagram, for connections with both ends here.
+            if paired {
+                let path = format!("/api/connections/{id}/diagram.svg");
+                let (status, body) = serve.get(&path);
+                assert_eq!(status, 200, "{path}: {body}");
+                outputs.push((path, body));
+            }
         }
     }
     let printed = drain(&events.output);

@@ -23,7 +23,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// needed (`uidmap`, `slirp4netns`, `fuse-overlayfs` are for rootless Podman), and the
 /// container runs the host's `/usr/bin/python3` from a read-only `/usr`: no image.
 /// `openssl` makes the CA and certificates of `tcptrace/tests/web.rs` and `curl` is its
-/// TLS client.
+/// TLS client. `chromium` renders the web view headless in `tcptrace/tests/web_view.rs`.
 const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
@@ -37,6 +37,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",
     "openssl",
     "curl",
+    "chromium",
 ];
 
 /// kubernetes-validate (PyPI) bundles the Kubernetes API's JSON schemas, 1.32 to 1.37 in

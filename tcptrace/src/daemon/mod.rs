@@ -200,7 +200,7 @@ pub async fn run(
             } else {
                 "http"
             };
-            log::info!("serving {scheme}://{addr}/metrics, /healthz and /api/*");
+            log::info!("serving {scheme}://{addr}/ (the web view), /metrics, /healthz and /api/*");
         }
         if let Some(path) = &http.web.path {
             log::info!(

@@ -347,6 +347,12 @@ impl Metrics {
         Ok(())
     }
 
+    /// Every metric's current value, as a scrape reads them (the web view's health
+    /// panel reads its numbers here, so that they are the ones Prometheus sees).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         TextEncoder::new()
