@@ -6,8 +6,7 @@
 mod common;
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
@@ -19,27 +18,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const BACKLOG: i32 = 4;
 /// More clients than fit.
 const CLIENTS: usize = 20;
-
-/// A listener on `addr` with a listen() backlog of `backlog`, in the calling thread's
-/// namespace. (std listens with its own backlog; listen() again on a listening socket
-/// sets the new one: `inet_listen()`.)
-fn listen_with_backlog(addr: SocketAddr, backlog: i32) -> TcpListener {
-    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    // SAFETY: listen(2) on a valid socket descriptor.
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) };
-    assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
-    listener
-}
-
-/// `clients` connections toward `addr` from the calling thread's namespace, each a
-/// non-blocking connect given 300 ms: those the kernel queued are returned, the others
-/// (their SYN dropped on the full queue) are closed before their first SYN retry (1 s),
-/// so that nothing more overflows afterwards.
-fn connect_many(addr: SocketAddr, clients: usize) -> Vec<TcpStream> {
-    (0..clients)
-        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
-        .collect()
-}
 
 /// A kernel counter of namespace `ns`, absolute (`nstat -a`), without touching nstat's
 /// history file (`-s`), which is per user and shared by every namespace.

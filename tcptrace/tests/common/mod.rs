@@ -175,6 +175,27 @@ pub(crate) fn listen(addr: SocketAddr) -> TcpListener {
     TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }
 
+/// A listener on `addr` with a listen() backlog of `backlog`, in the calling thread's
+/// namespace. (std listens with its own backlog; listen() again on a listening socket
+/// sets the new one: `inet_listen()`.)
+pub(crate) fn listen_with_backlog(addr: SocketAddr, backlog: i32) -> TcpListener {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    // SAFETY: listen(2) on a valid socket descriptor.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) };
+    assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+    listener
+}
+
+/// `clients` connections toward `addr` from the calling thread's namespace, each a
+/// non-blocking connect given 300 ms: those the kernel queued are returned, the others
+/// (their SYN dropped on the full queue) are closed before their first SYN retry (1 s),
+/// so that nothing more overflows afterwards.
+pub(crate) fn connect_many(addr: SocketAddr, clients: usize) -> Vec<TcpStream> {
+    (0..clients)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+        .collect()
+}
+
 /// `SO_LINGER {on, 0}`: close() then aborts with a RST instead of a FIN.
 pub(crate) fn set_linger_zero(stream: &TcpStream) {
     let linger = libc::linger {

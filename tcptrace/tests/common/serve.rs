@@ -308,18 +308,8 @@ impl Prometheus {
 
     /// An instant PromQL query; the result vector's (labels, value) pairs.
     pub(crate) fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={encoded}"));
-        assert_eq!(status, 200, "{body}");
-        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (status, answer) = self.api(&format!("/api/v1/query?query={}", url_encode(promql)));
+        assert_eq!(status, 200, "{answer}");
         answer["data"]["result"]
             .as_array()
             .unwrap()
@@ -330,4 +320,23 @@ impl Prometheus {
             })
             .collect()
     }
+
+    /// GET `path_and_query` from the HTTP API: the status and the JSON answer, which
+    /// for an error (a query that does not parse) says why.
+    pub(crate) fn api(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+        let (status, body) = http_get(self.addr, path_and_query);
+        let answer = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}: {body}"));
+        (status, answer)
+    }
+}
+
+/// `text` as a URL query value.
+pub(crate) fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
