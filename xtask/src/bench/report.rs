@@ -219,7 +219,8 @@ fn latency_section(latency: &LatencyResults) -> String {
          ESTABLISHED. From then it asks `/api/connections?port=EPHEMERAL&state=ESTABLISHED` \
          every 1 ms over one kept-alive HTTP connection (one request took {quiet_poll:.2} ms \
          quiet, {loaded_poll:.2} ms under load, on average) until the answer lists that \
-         socket. Probes start 0–10 ms apart at random, then one at a time. Quiet: no other \
+         socket. One probe at a time, each after a random 0–10 ms pause, so that they fall \
+         at every phase of the reader's 10 ms timer. Quiet: no other \
          traffic in the namespace (the host itself is shared). Under load: alongside the \
          overhead rows' churn, {per_second:.0} connections/s here.\n\n\
          | | probes | p50 | p99 | max | not listed within 2 s | target (p99) | |\n\

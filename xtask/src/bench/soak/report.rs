@@ -93,8 +93,9 @@ pub(crate) fn markdown(r: &SoakResults) -> String {
          - {leaks} connections leaked in CLOSE_WAIT at the start (the server accepted them, \
          the clients sent a line and closed, the server never closes);\n\
          - {crowd} idle established connections ({crowd_entries} table entries, twice the \
-         cap) from the start until {crowd_left:.0} s, which keep the table at its cap so \
-         that every new connection evicts.\n\n\
+         cap) from the start until {crowd_left:.0} s, which keep the table at its cap: \
+         each reconcile adds back the sockets evicted since the one before, evicting \
+         others (the evicted column).\n\n\
          Sampled every 10 s, and once more after the load, when a detector pass has run \
          over the final state. Warm-up is the first tenth of the run; RSS is flat when \
          the largest sample of the second half is within 5% (or 1 MiB) of the first after \
