@@ -33,6 +33,35 @@ fn accept_within(listener: &TcpListener) -> anyhow::Result<TcpStream> {
     }
 }
 
+/// Raises this process's soft limit on open files to at least `needed` (the hard limit
+/// permitting): a shell's usual 1024 would not hold the crowd.
+pub(super) fn allow_open_files(needed: u64) -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if limit.rlim_cur >= needed {
+        return Ok(());
+    }
+    if limit.rlim_max < needed {
+        bail!(
+            "the soak holds {needed} sockets open and the hard limit on open files is {}: \
+             raise it (`ulimit -Hn`)",
+            limit.rlim_max
+        );
+    }
+    limit.rlim_cur = needed;
+    // SAFETY: setrlimit(2) with a struct read from getrlimit, soft limit within hard.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(())
+}
+
 /// `count` connections to a listener on `port` of loopback, as (client, accepted) pairs.
 fn connect_pairs(port: u16, count: usize) -> anyhow::Result<Vec<(TcpStream, TcpStream)>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -92,6 +92,8 @@ pub(super) fn inside(duration: Duration, flags: Vec<String>, results: &Path) -> 
     if duration < MIN_DURATION {
         bail!("a soak lasts at least {MIN_DURATION:?}");
     }
+    // Both ends of the crowd and the leaks, and room for the churn's.
+    load::allow_open_files(2 * CROWD as u64 + LEAKS as u64 + 1024)?;
     netns::enter_fresh()?;
     let (mut child, _stderr, api) = tracer::serve(&super::tcptrace_binary(), &serve_args())?;
     let soaked = soak(api, child.id(), duration);
