@@ -2,10 +2,11 @@
 
 use std::{
     ffi::OsStr,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
@@ -60,6 +61,71 @@ pub(crate) fn output(program: &str, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits for `child`, at most `limit`; past it, kills it and fails.
+fn wait_within(child: &mut Child, limit: Duration, what: &str) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{what}` did not finish within {limit:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`run`], killing the command if it has not finished within `limit`.
+pub(crate) fn run_within<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let shown = || {
+        let args: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+        format!("{program} {}", args.join(" "))
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let status = wait_within(&mut child, limit, &shown())?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", shown());
+    }
+    Ok(())
+}
+
+/// The stdout of a command that must succeed within `limit` (it is killed past it).
+pub(crate) fn output_within(
+    program: &str,
+    args: &[&str],
+    limit: Duration,
+) -> anyhow::Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    // Read meanwhile: a full pipe would stop the command before it exits.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).map(|_| out)
+    });
+    let what = format!("{program} {}", args.join(" "));
+    let status = wait_within(&mut child, limit, &what)?;
+    let out = reader.join().expect("the reader does not panic")?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The cargo that runs xtask, so the same toolchain builds everything.

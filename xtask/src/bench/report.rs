@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 
 use super::{
+    latency::{Latencies, LatencyResults},
+    soak::{self, SoakResults},
     tracer::Tracer,
     userspace::{Capacity, REPLAY_EVENTS},
     BenchArgs, Sample, SystemResults,
@@ -11,6 +13,9 @@ use super::{
 use crate::cmd;
 
 const NOTES: &str = include_str!("notes.md");
+
+/// The issue's target for event-to-visible latency, p99.
+const LATENCY_TARGET_MS: f64 = 50.0;
 
 /// Median, minimum and maximum.
 fn spread(mut values: Vec<f64>) -> Option<(f64, f64, f64)> {
@@ -188,7 +193,88 @@ fn capacity_table(capacity: &Capacity) -> String {
     table
 }
 
-pub(super) fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capacity) -> String {
+fn latency_row(phase: &str, probes: &Latencies) -> String {
+    let ms = |q: f64| {
+        probes
+            .quantile(q)
+            .map_or("–".to_owned(), |v| format!("{v:.1} ms"))
+    };
+    format!(
+        "| {phase} | {} | {} | {} | {} | {} | ≤ {LATENCY_TARGET_MS:.0} ms | {} |\n",
+        probes.visible_ms.len(),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+        probes.not_visible,
+        verdict(probes.meets(LATENCY_TARGET_MS))
+    )
+}
+
+fn latency_section(latency: &LatencyResults) -> String {
+    format!(
+        "## Event-to-visible latency\n\n\
+         From a state change until `/api/connections` lists it. In a `tcptrace serve` run \
+         of its own (`-P` on the load's port and the prober's), a prober connects to its \
+         own server; when connect() returns, the kernel has moved the socket to \
+         ESTABLISHED. From then it asks `/api/connections?port=EPHEMERAL&state=ESTABLISHED` \
+         every 1 ms over one kept-alive HTTP connection (one request took {quiet_poll:.2} ms \
+         quiet, {loaded_poll:.2} ms under load, on average) until the answer lists that \
+         socket. One probe at a time, each after a random 0–10 ms pause, so that they fall \
+         at every phase of the reader's 10 ms timer. Quiet: no other \
+         traffic in the namespace (the host itself is shared). Under load: alongside the \
+         overhead rows' churn, {per_second:.0} connections/s here.\n\n\
+         | | probes | p50 | p99 | max | not listed within 2 s | target (p99) | |\n\
+         |---|---|---|---|---|---|---|---|\n{quiet}{loaded}\n",
+        quiet_poll = latency.quiet.poll_ms,
+        loaded_poll = latency.loaded.poll_ms,
+        per_second = latency.churn.per_second,
+        quiet = latency_row("quiet", &latency.quiet),
+        loaded = latency_row("under peak churn", &latency.loaded),
+    )
+}
+
+pub(super) fn markdown(
+    args: &BenchArgs,
+    system: Option<&SystemResults>,
+    capacity: &Capacity,
+    soak: Option<&SoakResults>,
+) -> String {
+    let mut doc = format!(
+        "# Benchmarks\n\n\
+         Written by `sudo cargo xtask bench {flags}`; regenerate it rather than edit it \
+         (`cargo xtask bench --report-only` after editing the notes). The Soak section \
+         comes from the last `cargo xtask bench --soak`.\n\n\
+         ## Machine\n\n{machine}\n",
+        flags = system.map(|s| s.flags.join(" ")).unwrap_or_default(),
+        machine = machine(),
+    );
+    match system {
+        Some(system) => {
+            doc.push_str(&overhead_section(args, system));
+            if let Some(latency) = &system.latency {
+                doc.push_str(&latency_section(latency));
+            }
+        }
+        None => doc.push_str(
+            "## Overhead on connection churn\n\nNot measured yet: run `sudo cargo xtask \
+             bench`.\n\n",
+        ),
+    }
+    if capacity.replay_events_per_second > 0.0 {
+        let _ = write!(
+            doc,
+            "## tcptrace's userspace capacity\n\n{}\n",
+            capacity_table(capacity)
+        );
+    }
+    if let Some(soak) = soak {
+        doc.push_str(&soak::report::markdown(soak));
+    }
+    doc.push_str(NOTES);
+    doc
+}
+
+fn overhead_section(args: &BenchArgs, system: &SystemResults) -> String {
     let shape = &args.load;
     let load = if shape.rate == 0 {
         "as fast as it goes (peak)".to_owned()
@@ -196,11 +282,7 @@ pub(super) fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capa
         format!("paced at {} connections/s", shape.rate)
     };
     let mut doc = format!(
-        "# Benchmarks\n\n\
-         Written by `sudo cargo xtask bench {flags}`; regenerate it rather than edit it \
-         (`cargo xtask bench --report-only` after editing the notes).\n\n\
-         ## Machine\n\n{machine}\n\
-         ## Overhead on connection churn\n\n\
+        "## Overhead on connection churn\n\n\
          Load: {clients} client and {servers} server threads making short loopback \
          connections {load} for {duration} per run, in a network namespace the benchmark \
          creates. Each connection makes 10 state changes. The tracers run one at a time, \
@@ -217,20 +299,10 @@ pub(super) fn markdown(args: &BenchArgs, system: &SystemResults, capacity: &Capa
         duration = humantime::format_duration(shape.duration),
         clients = shape.clients,
         servers = shape.servers,
-        flags = system.flags.join(" "),
-        machine = machine(),
         table = system_table(system),
     );
     for skipped in &system.skipped {
         let _ = writeln!(doc, "Skipped: {skipped}\n");
     }
-    if capacity.replay_events_per_second > 0.0 {
-        let _ = write!(
-            doc,
-            "## tcptrace's userspace capacity\n\n{}\n",
-            capacity_table(capacity)
-        );
-    }
-    doc.push_str(NOTES);
     doc
 }

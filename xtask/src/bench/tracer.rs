@@ -3,8 +3,8 @@
 
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::{BufRead, BufReader, Read},
+    net::SocketAddr,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
+
+use super::http;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,6 +105,13 @@ pub(super) struct Running {
     cpu_at_start: f64,
 }
 
+impl Running {
+    /// Where tcptrace serves its API; `None` for bpftrace.
+    pub(super) fn http(&self) -> Option<SocketAddr> {
+        self.http
+    }
+}
+
 /// Lines from a child's pipe, through a channel.
 fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -145,9 +154,12 @@ pub(super) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / per_second)
 }
 
-fn bpftrace_script(tracer: Tracer, port: u16) -> String {
-    let filter =
-        format!("/args->protocol == 6 && (args->sport == {port} || args->dport == {port})/");
+fn bpftrace_script(tracer: Tracer, ports: &[u16]) -> String {
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|port| format!("args->sport == {port} || args->dport == {port}"))
+        .collect();
+    let filter = format!("/args->protocol == 6 && ({})/", ports.join(" || "));
     let action = match tracer {
         Tracer::BpftraceCount => "@events = count();".to_owned(),
         _ => "printf(\"%d %s %d %d %d %d\\n\", pid, comm, args->sport, args->dport, \
@@ -157,36 +169,63 @@ fn bpftrace_script(tracer: Tracer, port: u16) -> String {
     format!("tracepoint:sock:inet_sock_set_state {filter} {{ {action} }}")
 }
 
+/// `tcptrace serve` on an ephemeral loopback port with these arguments, once it
+/// serves: the child, its stderr's lines, and the address it serves on.
+pub(super) fn serve(
+    tcptrace: &Path,
+    args: &[String],
+) -> anyhow::Result<(Child, mpsc::Receiver<String>, SocketAddr)> {
+    let mut child = Command::new(tcptrace)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", tcptrace.display()))?;
+    let output = lines(child.stderr.take().expect("piped"));
+    let addr = wait_for_line(&output, "tcptrace to serve", |l| {
+        l.contains("serving http://")
+    })
+    .and_then(|line| {
+        line.split("serving http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .context("tcptrace's address")
+    });
+    match addr {
+        Ok(addr) => Ok((child, output, addr)),
+        Err(err) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(err)
+        }
+    }
+}
+
+/// `-P port` for each port.
+pub(super) fn port_flags(ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .flat_map(|p| ["-P".to_owned(), p.to_string()])
+        .collect()
+}
+
+/// Starts `tracer` filtering on `ports` in the kernel; `None` for the baseline.
 pub(super) fn start(
     tracer: Tracer,
     tcptrace: &Path,
-    port: u16,
+    ports: &[u16],
     before: &HashSet<u32>,
 ) -> anyhow::Result<Option<Running>> {
     let (child, output, http) = match tracer {
         Tracer::None => return Ok(None),
         _ if tracer.is_tcptrace() => {
-            let reads: &[&str] = match tracer.kernel_reads() {
-                Some(reads) if tracer.prices_reads() => &["--kernel-reads", reads],
-                _ => &[],
-            };
-            let mut child = Command::new(tcptrace)
-                .args(["serve", "--listen", "127.0.0.1:0", "-P", &port.to_string()])
-                .args(reads)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("starting {}", tcptrace.display()))?;
-            let output = lines(child.stderr.take().unwrap());
-            let line = wait_for_line(&output, "tcptrace to serve", |l| {
-                l.contains("serving http://")
-            })?;
-            let addr = line
-                .split("serving http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .and_then(|a| a.parse().ok())
-                .context("tcptrace's address")?;
+            let mut args = port_flags(ports);
+            if let Some(reads) = tracer.kernel_reads().filter(|_| tracer.prices_reads()) {
+                args.extend(["--kernel-reads".to_owned(), reads.to_owned()]);
+            }
+            let (child, output, addr) = serve(tcptrace, &args)?;
             (child, output, Some(addr))
         }
         _ => {
@@ -201,7 +240,7 @@ pub(super) fn start(
                      mount -t tracefs tracefs /sys/kernel/tracing || exit 1; \
                      exec bpftrace -e \"$0\"",
                 )
-                .arg(bpftrace_script(tracer, port))
+                .arg(bpftrace_script(tracer, ports))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -237,30 +276,6 @@ pub(super) fn start(
     }))
 }
 
-/// GET over a fresh connection; the body of a 200 answer.
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("not HTTP")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(body.to_owned())
-}
-
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// How long a tracer may take to exit after SIGINT, and its output to end after that.
 const EXIT_GRACE: Duration = Duration::from_secs(15);
 
@@ -282,6 +297,13 @@ fn wait_or_kill(child: &mut Child, grace: Duration) -> anyhow::Result<ExitStatus
         "pid {pid} did not exit within {} s of SIGINT (it waited in `{stuck_in}`); killed it",
         grace.as_secs()
     )
+}
+
+/// Sends SIGINT to `child` and waits, at most [`EXIT_GRACE`], for it to exit.
+pub(super) fn interrupt(child: &mut Child) -> anyhow::Result<ExitStatus> {
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_or_kill(child, EXIT_GRACE)
 }
 
 /// The lines still to come, until the pipe closes or `grace` passes.
@@ -308,13 +330,11 @@ pub(super) fn finish(mut running: Running) -> anyhow::Result<TracerReport> {
         ..TracerReport::default()
     };
     if let Some(addr) = running.http {
-        let text = http_get(addr, "/metrics")?;
-        report.events = metric(&text, "tcptrace_events_total{kind=\"state_change\"}");
-        report.lost = metric(&text, "tcptrace_events_lost_total");
+        let text = http::get(addr, "/metrics")?;
+        report.events = http::metric(&text, "tcptrace_events_total{kind=\"state_change\"}");
+        report.lost = http::metric(&text, "tcptrace_events_lost_total");
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    let status = wait_or_kill(&mut running.child, EXIT_GRACE)
+    let status = interrupt(&mut running.child)
         .with_context(|| format!("stopping {}", running.tracer.label()))?;
     if !status.success() && running.tracer.is_tcptrace() {
         bail!("tcptrace exited with {status}");
