@@ -68,7 +68,7 @@ pub(crate) struct BenchArgs {
     /// section (the other runs keep it).
     #[arg(long, conflicts_with_all = ["smoke", "report_only"])]
     pub soak: bool,
-    /// How long the soak's load runs, e.g. 10m, 60s (at least 60s).
+    /// How long the soak's load runs, e.g. 10m, 90s (at least 90s).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub soak_duration: Duration,
     /// Internal: this process already runs inside the benchmark's namespace and writes

@@ -286,9 +286,11 @@ fn overhead_section(args: &BenchArgs, system: &SystemResults) -> String {
          Load: {clients} client and {servers} server threads making short loopback \
          connections {load} for {duration} per run, in a network namespace the benchmark \
          creates. Each connection makes 10 state changes. The tracers run one at a time, \
-         interleaved (baseline, tcptrace, tcptrace with the kernel reads of before issues \
-         10 and 11 — `--kernel-reads none|socket`, a flag only a `bench-hooks` build has, \
-         which prices each read per event —, bpftrace counting, bpftrace printing, then again), \
+         interleaved (baseline, tcptrace, tcptrace without the socket's namespace, cgroup \
+         and close details (the reads of before issue 10), tcptrace reading the task on \
+         every event as before issue 12 — `--kernel-reads none|task-always`, a flag only a \
+         `bench-hooks` build has, which prices each read per event —, bpftrace counting, \
+         bpftrace printing, then again), \
          {reps} repetitions; each cell is the median (min–max) over them. Every tracer \
          filters on the load's port in the kernel. The ratio compares a run with the \
          baseline of the same repetition. CPU is the tracer process's user + system time \

@@ -26,9 +26,9 @@ pub(crate) enum Tracer {
     /// `tcptrace serve` without the socket's namespace and cgroup or the close
     /// details: the kernel reads of before issue 10, priced in the same run.
     TcptraceReadsNone,
-    /// `tcptrace serve` with the namespace and cgroup but without the close details:
-    /// the kernel reads of before issue 11.
-    TcptraceReadsSocket,
+    /// `tcptrace serve` reading the task on the CPU (pid, comm, cgroup) on every event,
+    /// as before issue 12, not only where it is the socket's owner.
+    TcptraceTaskAlways,
     /// bpftrace counting matching events into a map: the cheapest possible peer.
     BpftraceCount,
     /// bpftrace printing every event, as tcpstates-like tools do.
@@ -40,7 +40,7 @@ impl Tracer {
         Tracer::None,
         Tracer::Tcptrace,
         Tracer::TcptraceReadsNone,
-        Tracer::TcptraceReadsSocket,
+        Tracer::TcptraceTaskAlways,
         Tracer::BpftraceCount,
         Tracer::BpftracePrint,
     ];
@@ -50,7 +50,7 @@ impl Tracer {
             Tracer::None => "no tracer (baseline)",
             Tracer::Tcptrace => "tcptrace serve",
             Tracer::TcptraceReadsNone => "tcptrace, reads before #10",
-            Tracer::TcptraceReadsSocket => "tcptrace, reads before #11",
+            Tracer::TcptraceTaskAlways => "tcptrace, task on every event (before #12)",
             Tracer::BpftraceCount => "bpftrace, count in a map",
             Tracer::BpftracePrint => "bpftrace, print each event",
         }
@@ -62,10 +62,7 @@ impl Tracer {
 
     /// A tcptrace row with fewer kernel reads (needs the `bench-hooks` build).
     pub(crate) fn prices_reads(self) -> bool {
-        matches!(
-            self,
-            Tracer::TcptraceReadsNone | Tracer::TcptraceReadsSocket
-        )
+        matches!(self, Tracer::TcptraceReadsNone | Tracer::TcptraceTaskAlways)
     }
 
     /// `tcptrace serve`, whatever it reads in the kernel.
@@ -77,7 +74,7 @@ impl Tracer {
     fn kernel_reads(self) -> Option<&'static str> {
         match self {
             Tracer::Tcptrace => Some("all"),
-            Tracer::TcptraceReadsSocket => Some("socket"),
+            Tracer::TcptraceTaskAlways => Some("task-always"),
             Tracer::TcptraceReadsNone => Some("none"),
             _ => None,
         }

@@ -40,12 +40,13 @@ const CLOSE_WAIT_THRESHOLD: Duration = Duration::from_secs(10);
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the daemon is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// The crowd leaves this long before the end: while the table is over its cap the
-/// least recently active entries, the leaks among them, are evicted (see the notes),
-/// and the leaks the next reconcile adds back need the threshold again to count.
+/// The crowd leaves this long before the end, so that the run shows the table both
+/// over its cap (the leak count must be right then too: eviction spares CLOSE_WAIT)
+/// and after.
 const RECOVERY: Duration = Duration::from_secs(30);
-/// The shortest soak that has a pressure phase and a recovery of [`RECOVERY`] each.
-pub(crate) const MIN_DURATION: Duration = Duration::from_secs(60);
+/// The shortest soak with a sample over the cap after the leaks can count
+/// (threshold + two reconciles) and a recovery of [`RECOVERY`].
+pub(crate) const MIN_DURATION: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SoakResults {

@@ -34,19 +34,6 @@ fn verdict_word(met: bool) -> &'static str {
     }
 }
 
-/// The leak count the detector showed while the crowd kept the table over its cap,
-/// from the first sample at which a leak could have been counted.
-fn leaks_under_pressure(r: &SoakResults) -> Option<(u64, u64)> {
-    let countable_from = r.close_wait_threshold_s + r.reconcile_interval_s;
-    let counts: Vec<u64> = r
-        .samples
-        .iter()
-        .filter(|s| s.at_s >= countable_from && s.at_s < r.crowd_left_s)
-        .map(|s| s.leaks)
-        .collect();
-    Some((*counts.iter().min()?, *counts.iter().max()?))
-}
-
 fn series(r: &SoakResults) -> String {
     let mut table = String::from(
         "| t (s) | RSS (MiB) | CPU, % of one core | tracked | evicted | state changes | lost | \
@@ -121,19 +108,6 @@ pub(crate) fn markdown(r: &SoakResults) -> String {
             v.criterion,
             v.measured,
             verdict_word(v.met)
-        );
-    }
-    if let Some((least, most)) = leaks_under_pressure(r) {
-        let _ = writeln!(
-            doc,
-            "| (not a criterion) leak count while the table was over its cap | {least}–{most} \
-             of {} | {} |",
-            r.leaks_made,
-            if least == r.leaks_made {
-                "right"
-            } else {
-                "**undercounted**: see the notes"
-            }
         );
     }
     let _ = write!(doc, "\n{}\n", series(r));
