@@ -17,7 +17,7 @@ use crate::{
 };
 
 fn owner_text(conn: &Connection) -> String {
-    conn.owner.map_or("owner unknown".to_owned(), |o| {
+    conn.owner().map_or("owner unknown".to_owned(), |o| {
         format!("pid {} {}", o.pid, o.comm.as_str())
     })
 }
@@ -69,7 +69,7 @@ fn close_text(life: &Lifecycle) -> String {
 /// kernel's RTT, retransmits and the error it ended with: `tx 1000 B, rx 14.2 KiB,
 /// 5.0ms, srtt 0.03ms, 2 retransmits, ETIMEDOUT`. Empty while it lives or when the kernel did not say.
 pub fn carried_text(conn: &Connection) -> String {
-    let Some(stats) = &conn.closed_with else {
+    let Some(stats) = conn.closed_with() else {
         return String::new();
     };
     let life = conn
@@ -134,8 +134,8 @@ pub fn human(conn: &Connection) -> String {
     };
     format!(
         "{} → {}  netns {}  {}  {}{since}\n    {}{carried}",
-        conn.local,
-        conn.remote,
+        conn.local(),
+        conn.remote(),
         conn.netns,
         owner_text(conn),
         close_text(&life),
@@ -173,14 +173,14 @@ pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
     // ACK arrives; until then the half-open connection is a request socket that already
     // sent the SYN+ACK. Draw that SYN+ACK where it was sent: right after the SYN.
     let syn_sent = client
-        .steps
+        .steps()
         .iter()
         .find(|s| s.state == SynSent)
         .map(|s| s.entered_ns);
     let mut rows: Vec<(u64, bool, TcpState, Option<&str>)> = Vec::new();
     for (conn, left) in [(client, true), (server, false)] {
         let life = classify(conn);
-        for pair in conn.steps.windows(2) {
+        for pair in conn.steps().windows(2) {
             let (old, new) = (pair[0].state, pair[1].state);
             let shown = if new == Close && life.time_wait {
                 TimeWait
@@ -200,11 +200,11 @@ pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
         }
     }
     rows.sort_by_key(|r| (r.0, !r.1));
-    let client_title = format!("client {}", client.local);
+    let client_title = format!("client {}", client.local());
     let mut out = format!(
         "{client_title:<14}{:^width$}server {}\n",
         "",
-        server.local,
+        server.local(),
         width = ARROW + 4
     );
     for (_, left, state, segment) in rows {
@@ -237,7 +237,7 @@ pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
 
 /// When `conn` sent its FIN as the passive closer (0 if it did not).
 fn peer_fin(conn: &Connection) -> u64 {
-    conn.steps
+    conn.steps()
         .iter()
         .find(|s| s.state == LastAck)
         .map_or(0, |s| s.entered_ns)
@@ -245,7 +245,7 @@ fn peer_fin(conn: &Connection) -> u64 {
 
 fn entered_first(a: &Connection, b: &Connection, state: TcpState) -> bool {
     let at = |c: &Connection| {
-        c.steps
+        c.steps()
             .iter()
             .find(|s| s.state == state)
             .map(|s| s.entered_ns)
@@ -304,17 +304,17 @@ pub fn json_value(conn: &Connection, partner: Option<&Connection>) -> serde_json
         id: conn.id.generation,
         netns: conn.netns,
         cgroup_id: conn.cgroup_id,
-        local: conn.local,
-        remote: conn.remote,
+        local: conn.local(),
+        remote: conn.remote(),
         direction: conn.direction,
-        owner: conn.owner.map(OwnerView::from),
-        steps: &conn.steps,
-        marks: &conn.marks,
-        retransmits: conn.retransmits,
+        owner: conn.owner().map(OwnerView::from),
+        steps: &conn.steps(),
+        marks: conn.marks(),
+        retransmits: conn.retransmits(),
         seen_since_start: conn.seen_since_start,
         vanished: conn.vanished,
-        illegal: &conn.illegal,
-        closed_with: conn.closed_with.as_deref(),
+        illegal: conn.illegal(),
+        closed_with: conn.closed_with(),
         lifecycle: classify(conn),
         peer: partner.map(|p| p.id.generation),
         close_shape,

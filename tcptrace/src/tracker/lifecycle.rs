@@ -114,20 +114,22 @@ pub struct Lifecycle {
 }
 
 fn handshake_ns(conn: &Connection) -> Option<u64> {
-    conn.steps.windows(2).find_map(|pair| {
+    conn.steps().windows(2).find_map(|pair| {
         (matches!(pair[0].state, SynSent | SynRecv) && pair[1].state == Established)
             .then(|| pair[1].entered_ns.saturating_sub(pair[0].entered_ns))
     })
 }
 
 fn entered(conn: &Connection, state: TcpState) -> bool {
-    conn.steps.iter().any(|s| s.state == state)
+    conn.steps().iter().any(|s| s.state == state)
 }
 
 /// The state the connection left to go to CLOSE.
 fn state_before_close(conn: &Connection) -> Option<TcpState> {
-    let n = conn.steps.len();
-    (n >= 2 && conn.steps[n - 1].state == Close).then(|| conn.steps[n - 2].state)
+    match *conn.steps() {
+        [.., before, last] if last.state == Close => Some(before.state),
+        _ => None,
+    }
 }
 
 /// The errors an ICMP message leaves (`icmp_err_convert[]`, net/ipv4/icmp.c; `icmpv6_err_convert()`):
@@ -187,12 +189,12 @@ fn kernel_cause(stats: &CloseStats, established: bool) -> Option<CloseKind> {
 }
 
 pub fn classify(conn: &Connection) -> Lifecycle {
-    let has = |kind| conn.marks.iter().any(|m| m.kind == kind);
+    let has = |kind| conn.marks().iter().any(|m| m.kind == kind);
     // An active opener whose SYN was acknowledged got through its handshake even if
     // the event that says so was lost.
     let established = entered(conn, Established)
         || conn.seen_since_start
-        || conn.closed_with.as_ref().is_some_and(|c| c.syn_acked);
+        || conn.closed_with().is_some_and(|c| c.syn_acked);
     let before_close = state_before_close(conn);
     // A FIN_WAIT2/CLOSING → CLOSE without a RST is the hand-over to a timewait socket
     // (net/ipv4/tcp_minisocks.c: tcp_time_wait()).
@@ -200,8 +202,7 @@ pub fn classify(conn: &Connection) -> Lifecycle {
         && !has(MarkKind::ResetSent)
         && !has(MarkKind::ResetReceived);
     let cause = conn
-        .closed_with
-        .as_ref()
+        .closed_with()
         .and_then(|stats| kernel_cause(stats, established));
     let close = if !conn.is_finished() {
         None
@@ -275,7 +276,7 @@ pub fn close_shape(active: &Connection, passive: &Connection) -> Option<CloseSha
         return Some(CloseShape::Simultaneous);
     }
     let at = |conn: &Connection, state| {
-        conn.steps
+        conn.steps()
             .iter()
             .find(|s| s.state == state)
             .map(|s| s.entered_ns)
@@ -328,7 +329,7 @@ impl ConnectFailure {
     /// The failure a finished connection's classification names, if it never got
     /// through its handshake. Connections first seen mid-life got through it.
     pub fn of(conn: &Connection, lifecycle: &Lifecycle) -> Option<ConnectFailure> {
-        let syn_acked = conn.closed_with.as_ref().is_some_and(|c| c.syn_acked);
+        let syn_acked = conn.closed_with().is_some_and(|c| c.syn_acked);
         if conn.seen_since_start || entered(conn, Established) || syn_acked {
             return None;
         }
