@@ -159,7 +159,8 @@ struct Rare {
     /// Transitions RFC 793's state machine does not allow, as seen.
     illegal: Vec<(TcpState, TcpState)>,
     /// What it carried and the error it ended with, read by the kernel at →CLOSE.
-    closed_with: Option<CloseStats>,
+    /// Boxed again: only finished connections have it, and few of them are live.
+    closed_with: Option<Box<CloseStats>>,
 }
 
 impl Connection {
@@ -273,16 +274,16 @@ impl Connection {
     }
 
     pub(super) fn push_illegal(&mut self, old: TcpState, new: TcpState) {
-        self.rare_mut().illegal.push((old, new));
+        push_small(&mut self.rare_mut().illegal, (old, new));
     }
 
     /// What it carried and the error it ended with, read by the kernel at →CLOSE.
     pub fn closed_with(&self) -> Option<&CloseStats> {
-        self.rare.as_deref()?.closed_with.as_ref()
+        self.rare.as_deref()?.closed_with.as_deref()
     }
 
     pub(super) fn set_closed_with(&mut self, stats: CloseStats) {
-        self.rare_mut().closed_with = Some(stats);
+        self.rare_mut().closed_with = Some(Box::new(stats));
     }
 
     pub fn state(&self) -> TcpState {
@@ -305,6 +306,7 @@ impl Connection {
         // Out of line from now on, every step whole.
         let inline = std::mem::replace(&mut self.steps, InlineSteps::empty());
         let rare = self.rare.get_or_insert_default();
+        rare.steps.reserve_exact(inline.len() + 1);
         rare.steps.extend((0..inline.len()).map(|i| inline.get(i)));
         let step = Step {
             state,
@@ -324,7 +326,7 @@ impl Connection {
             rare.retransmits = rare.retransmits.saturating_add(1);
         }
         if rare.marks.len() < MAX_MARKS {
-            rare.marks.push(mark);
+            push_small(&mut rare.marks, mark);
         }
         self.last_activity_ns = mark.at_ns;
     }
@@ -349,6 +351,15 @@ impl Connection {
             (step, end.map(|end| end.saturating_sub(step.entered_ns)))
         })
     }
+}
+
+/// Pushes onto a list that is usually one or two long: its first allocation holds one,
+/// not the four a `Vec` starts with.
+fn push_small<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
 }
 
 /// Compares what the connection says, not how it is stored.
