@@ -239,6 +239,15 @@ impl Connection {
         self.owner = owner;
     }
 
+    /// Whether both hold the same shared copy of their owner.
+    #[cfg(test)]
+    pub(super) fn shares_owner_with(&self, other: &Connection) -> bool {
+        match (&self.owner, &other.owner) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     fn rare_mut(&mut self) -> &mut Rare {
         self.rare.get_or_insert_default()
     }

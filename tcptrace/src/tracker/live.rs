@@ -319,9 +319,26 @@ impl LiveTable {
         self.by_key.len()
     }
 
-    /// Entries in the address and unbound key indexes, which index every one.
+    /// Entries in the address and unbound key indexes: every bound connection, and
+    /// every unbound one.
     #[cfg(test)]
     pub(super) fn slot_index_lens(&self) -> (usize, usize) {
         (self.by_skaddr.len(), self.unbound_by_key.len())
+    }
+
+    /// Where the connection with `generation` is stored.
+    #[cfg(test)]
+    pub(super) fn tagged_of(&self, generation: u64) -> Option<Tagged> {
+        self.by_generation
+            .find(hash_of(&self.hasher, generation), |&t| {
+                self.at(t).id.generation == generation
+            })
+            .copied()
+    }
+
+    /// Slots allocated in both slabs, occupied or not.
+    #[cfg(test)]
+    pub(super) fn slab_capacity(&self) -> usize {
+        self.bound.capacity() + self.unbound.capacity()
     }
 }

@@ -19,6 +19,8 @@ mod rfc793;
 mod slab;
 mod stats;
 mod steps;
+#[cfg(test)]
+mod storage_tests;
 mod table;
 #[cfg(test)]
 mod tests;

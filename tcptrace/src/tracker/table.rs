@@ -62,7 +62,7 @@ pub struct Tracker {
     /// `remove_unbound` and `learn_port`, which keep its indexes in step.
     pub(super) table: LiveTable,
     /// Owners shared by the connections they own.
-    owners: Owners,
+    pub(super) owners: Owners,
     listeners: Map<u64, Listener>,
     /// The namespace each routable local address was last seen in, from opening events:
     /// where to look for the other end of a connection between two namespaces.

@@ -614,6 +614,8 @@ mod fuzz {
                     prop_assert_eq!(t.by_id(conn.id.generation).map(|c| c.id), Some(conn.id));
                 }
                 prop_assert_eq!(t.id_index_len(), t.live_count());
+                let (by_address, unbound_by_key) = t.table.slot_index_lens();
+                prop_assert_eq!(by_address + unbound_by_key, t.live_count());
                 for conn in t.finished() {
                     prop_assert!(t.by_id(conn.id.generation).is_some());
                 }
