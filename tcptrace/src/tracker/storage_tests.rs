@@ -52,7 +52,11 @@ fn ids_stay_unique_through_many_reuses_of_the_same_slots() {
         // Two at a time, at addresses that come back: as the kernel's slabs do.
         for sk in [1 + round % 3, 10 + round % 5] {
             t.apply(&client(sk, 3 * round, Close, SynSent));
-            ids.push(t.apply(&client(sk, 3 * round + 1, SynSent, Established)).conn.unwrap());
+            ids.push(
+                t.apply(&client(sk, 3 * round + 1, SynSent, Established))
+                    .conn
+                    .unwrap(),
+            );
         }
         let live: Vec<ConnId> = ids[ids.len() - 2..].to_vec();
         for id in &live {
