@@ -296,7 +296,11 @@ impl Connection {
     }
 
     pub fn state(&self) -> TcpState {
-        self.last_step().map_or(TcpState::Close, |s| s.state)
+        match self.rare.as_deref() {
+            Some(rare) if self.steps.len() == 0 => rare.steps.last().map(|s| s.state),
+            _ => self.steps.last_state(),
+        }
+        .unwrap_or(TcpState::Close)
     }
 
     pub fn state_since_ns(&self) -> u64 {

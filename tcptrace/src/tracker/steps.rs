@@ -59,6 +59,11 @@ impl InlineSteps {
         usize::from(self.len)
     }
 
+    /// The last step's state: what the per-event path asks, without its time.
+    pub(super) fn last_state(&self) -> Option<TcpState> {
+        self.len().checked_sub(1).map(|i| self.state(i))
+    }
+
     fn state(&self, i: usize) -> TcpState {
         let number = (self.states >> (4 * i)) & 0xf;
         TcpState::from_kernel(number as u8).expect("only kernel state numbers are stored")
