@@ -34,7 +34,7 @@ use tcptrace::{
     },
     metrics::{EventRecorder, Metrics},
     state::TcpState,
-    tracker::Tracker,
+    tracker::{Connection, Tracker},
 };
 
 /// The system allocator, counting the bytes live.
@@ -105,6 +105,7 @@ fn memory(n: u64) {
             "connections": n,
             "allocated_bytes_per_connection": allocated as f64 / n as f64,
             "resident_bytes_per_connection": grown as f64 / n as f64,
+            "connection_struct_bytes": std::mem::size_of::<Connection>(),
         })
     );
 }

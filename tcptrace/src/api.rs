@@ -120,7 +120,7 @@ impl From<Owner> for OwnerView {
 /// Either end's port is `port`, and the connection is in `netns`, when asked.
 fn at(conn: &Connection, port: Option<u16>, netns: Option<u32>) -> bool {
     netns.is_none_or(|n| conn.netns == n)
-        && port.is_none_or(|p| conn.local.port() == p || conn.remote.port() == p)
+        && port.is_none_or(|p| conn.local().port() == p || conn.remote().port() == p)
 }
 
 /// The container and pod a cgroup id belongs to, for JSON.
@@ -180,14 +180,14 @@ fn summary(
         id: conn.id.generation,
         netns: conn.netns,
         workload: workload(conn.cgroup_id, resolve),
-        local: conn.local,
-        remote: conn.remote,
+        local: conn.local(),
+        remote: conn.remote(),
         state: conn.state(),
         since: rfc3339(clock.to_system_time(conn.state_since_ns())),
         in_state_seconds: now_ns.saturating_sub(conn.state_since_ns()) as f64 / 1e9,
         direction: conn.direction,
-        owner: conn.owner.map(OwnerView::from),
-        retransmits: conn.retransmits,
+        owner: conn.owner().map(OwnerView::from),
+        retransmits: conn.retransmits(),
         seen_since_start: conn.seen_since_start,
         kernel: kernel.views.get(&conn.id.generation).copied(),
     }
@@ -339,14 +339,14 @@ pub fn closed(
                 id: c.id.generation,
                 netns: c.netns,
                 workload: workload(c.cgroup_id, resolve),
-                local: c.local,
-                remote: c.remote,
+                local: c.local(),
+                remote: c.remote(),
                 direction: c.direction,
-                owner: c.owner.map(OwnerView::from),
+                owner: c.owner().map(OwnerView::from),
                 close: classify(c).close,
                 closed_at: rfc3339(clock.to_system_time(c.state_since_ns())),
                 duration_seconds: c.lifetime_ns().map(|ns| ns as f64 / 1e9),
-                carried: c.closed_with.as_deref().copied(),
+                carried: c.closed_with().copied(),
             })
             .collect(),
     }

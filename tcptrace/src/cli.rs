@@ -57,6 +57,11 @@ pub struct DoctorArgs {
 /// Where `tcptrace serve` listens unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9977";
 
+/// The default `--max-connections`: what 64 MiB holds at the 152 bytes a tracked
+/// connection costs at 1M connections, allocated and resident (`benches/capacity.rs`,
+/// BENCHMARKS.md), rounded down (400,000 × 152 B = 58 MiB).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 400_000;
+
 /// What to trace and how: shared by `watch` and `serve`.
 #[derive(Debug, Args, Clone)]
 pub struct TraceArgs {
@@ -86,7 +91,8 @@ pub struct TraceArgs {
     pub cgroup_prefix: Option<String>,
 
     /// Most connections tracked at once; the least recently active are dropped first.
-    #[arg(long, default_value_t = 65_536, value_name = "N",
+    /// About 150 bytes each: the default is what 64 MiB holds.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
@@ -375,6 +381,14 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_table_holds_400k_connections_unless_told() {
+        assert_eq!(watch(&["watch"]).trace.max_connections, 400_000);
+        assert_eq!(serve(&["serve"]).trace.max_connections, 400_000);
+        let told = watch(&["watch", "--max-connections", "1000"]);
+        assert_eq!(told.trace.max_connections, 1000);
     }
 
     #[test]

@@ -90,8 +90,9 @@ impl EventFilter {
     /// it went through.
     pub fn matches_connection(&self, conn: &crate::tracker::Connection) -> bool {
         self.pid
-            .is_none_or(|pid| conn.owner.is_some_and(|o| o.pid == pid))
-            && (self.states.is_empty() || conn.steps.iter().any(|s| self.states.contains(&s.state)))
+            .is_none_or(|pid| conn.owner().is_some_and(|o| o.pid == pid))
+            && (self.states.is_empty()
+                || conn.steps().iter().any(|s| self.states.contains(&s.state)))
     }
 }
 

@@ -6,7 +6,7 @@ use crate::{
     diag::{netns::NamespaceDump, netstat::ListenCounters, DiagSocket},
     event::{Comm, EventKind, Task, TcpEvent},
     state::TcpState,
-    tracker::{ConnId, Connection, Direction, KernelSocket, Snapshot, SocketKey, Step},
+    tracker::{ConnId, Connection, Direction, KernelSocket, Snapshot, SocketKey},
 };
 
 pub(crate) const CLIENT: &str = "127.0.0.1:40000";
@@ -78,37 +78,26 @@ pub(crate) fn connection_through(
     steps: &[(TcpState, u64)],
     unit_ns: u64,
 ) -> Connection {
-    let steps: Vec<Step> = steps
-        .iter()
-        .map(|&(state, t)| Step {
-            state,
-            entered_ns: t * unit_ns,
-        })
-        .collect();
-    Connection {
-        id: ConnId {
-            skaddr: id,
-            generation: id,
-        },
+    let (&(first, first_at), rest) = steps.split_first().expect("at least one step");
+    let direction = if first == TcpState::Listen {
+        Direction::Passive
+    } else {
+        Direction::Active
+    };
+    let key = SocketKey {
         netns: NETNS,
-        cgroup_id: 0,
         local: addr(local),
         remote: addr(remote),
-        direction: if steps[0].state == TcpState::Listen {
-            Direction::Passive
-        } else {
-            Direction::Active
-        },
-        owner: None,
-        last_activity_ns: steps.last().map_or(0, |s| s.entered_ns),
-        closed_with: None,
-        steps,
-        marks: vec![],
-        retransmits: 0,
-        seen_since_start: false,
-        vanished: false,
-        illegal: vec![],
+    };
+    let id = ConnId {
+        skaddr: id,
+        generation: id,
+    };
+    let mut conn = Connection::new(id, key, direction, first, first_at * unit_ns);
+    for &(state, t) in rest {
+        conn.push_step(state, t * unit_ns);
     }
+    conn
 }
 
 /// A socket as a namespace's dump lists it, in [`NETNS`].

@@ -17,7 +17,7 @@ use crate::{
 };
 
 fn owner_text(conn: &Connection) -> String {
-    conn.owner.map_or("owner unknown".to_owned(), |o| {
+    conn.owner().map_or("owner unknown".to_owned(), |o| {
         format!("pid {} {}", o.pid, o.comm.as_str())
     })
 }
@@ -69,7 +69,7 @@ fn close_text(life: &Lifecycle) -> String {
 /// kernel's RTT, retransmits and the error it ended with: `tx 1000 B, rx 14.2 KiB,
 /// 5.0ms, srtt 0.03ms, 2 retransmits, ETIMEDOUT`. Empty while it lives or when the kernel did not say.
 pub fn carried_text(conn: &Connection) -> String {
-    let Some(stats) = &conn.closed_with else {
+    let Some(stats) = conn.closed_with() else {
         return String::new();
     };
     let life = conn
@@ -134,8 +134,8 @@ pub fn human(conn: &Connection) -> String {
     };
     format!(
         "{} → {}  netns {}  {}  {}{since}\n    {}{carried}",
-        conn.local,
-        conn.remote,
+        conn.local(),
+        conn.remote(),
         conn.netns,
         owner_text(conn),
         close_text(&life),
@@ -225,7 +225,7 @@ impl SequenceDiagram {
         // already sent the SYN+ACK. Draw that SYN+ACK where it was sent: right after the
         // SYN.
         let syn_sent = client
-            .steps
+            .steps()
             .iter()
             .find(|s| s.state == SynSent)
             .map(|s| s.entered_ns);
@@ -234,7 +234,8 @@ impl SequenceDiagram {
         let mut gave_up = Vec::new();
         for (conn, end) in [(client, End::Client), (server, End::Server)] {
             let life = classify(conn);
-            for (i, pair) in conn.steps.windows(2).enumerate() {
+            let conn_steps = conn.steps();
+            for (i, pair) in conn_steps.windows(2).enumerate() {
                 let (old, new) = (pair[0].state, pair[1].state);
                 let shown = if new == Close && life.time_wait {
                     TimeWait
@@ -250,8 +251,7 @@ impl SequenceDiagram {
                         .max(peer_fin(if end == End::Client { server } else { client }) + 1),
                     _ => pair[1].entered_ns,
                 };
-                let lasted_ns = conn
-                    .steps
+                let lasted_ns = conn_steps
                     .get(i + 2)
                     .map(|next| next.entered_ns.saturating_sub(pair[1].entered_ns));
                 steps.push(DiagramStep {
@@ -262,7 +262,7 @@ impl SequenceDiagram {
                     lasted_ns,
                 });
             }
-            marks.extend(conn.marks.iter().map(|m| DiagramMark {
+            marks.extend(conn.marks().iter().map(|m| DiagramMark {
                 at_ns: m.at_ns,
                 end,
                 kind: m.kind,
@@ -276,8 +276,8 @@ impl SequenceDiagram {
         steps.sort_by_key(|s| (s.at_ns, s.end == End::Server));
         marks.sort_by_key(|m| (m.at_ns, m.end == End::Server));
         SequenceDiagram {
-            client: client.local,
-            server: server.local,
+            client: client.local(),
+            server: server.local(),
             steps,
             marks,
             shape,
@@ -323,7 +323,7 @@ pub fn sequence_diagram(client: &Connection, server: &Connection) -> String {
 
 /// When `conn` sent its FIN as the passive closer (0 if it did not).
 fn peer_fin(conn: &Connection) -> u64 {
-    conn.steps
+    conn.steps()
         .iter()
         .find(|s| s.state == LastAck)
         .map_or(0, |s| s.entered_ns)
@@ -331,7 +331,7 @@ fn peer_fin(conn: &Connection) -> u64 {
 
 fn entered_first(a: &Connection, b: &Connection, state: TcpState) -> bool {
     let at = |c: &Connection| {
-        c.steps
+        c.steps()
             .iter()
             .find(|s| s.state == state)
             .map(|s| s.entered_ns)
@@ -390,17 +390,17 @@ pub fn json_value(conn: &Connection, partner: Option<&Connection>) -> serde_json
         id: conn.id.generation,
         netns: conn.netns,
         cgroup_id: conn.cgroup_id,
-        local: conn.local,
-        remote: conn.remote,
+        local: conn.local(),
+        remote: conn.remote(),
         direction: conn.direction,
-        owner: conn.owner.map(OwnerView::from),
-        steps: &conn.steps,
-        marks: &conn.marks,
-        retransmits: conn.retransmits,
+        owner: conn.owner().map(OwnerView::from),
+        steps: &conn.steps(),
+        marks: conn.marks(),
+        retransmits: conn.retransmits(),
         seen_since_start: conn.seen_since_start,
         vanished: conn.vanished,
-        illegal: &conn.illegal,
-        closed_with: conn.closed_with.as_deref(),
+        illegal: conn.illegal(),
+        closed_with: conn.closed_with(),
         lifecycle: classify(conn),
         peer: partner.map(|p| p.id.generation),
         close_shape,

@@ -66,9 +66,9 @@ fn both_loopback_ends_are_paired_and_classified() {
     );
     assert_eq!(s.direction, Direction::Passive);
     assert!(c.handshake_ns.is_some() && s.handshake_ns.is_some());
-    assert_eq!(client.owner.unwrap().pid, std::process::id());
+    assert_eq!(client.owner().unwrap().pid, std::process::id());
     assert_eq!(
-        server.owner.unwrap().pid,
+        server.owner().unwrap().pid,
         std::process::id(),
         "the listener's owner"
     );
@@ -113,13 +113,13 @@ fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
     assert!(report.added >= N as u64);
     let close_wait = |t: &Tracker| {
         t.live()
-            .filter(|c| c.state() == TcpState::CloseWait && c.local == server_addr)
+            .filter(|c| c.state() == TcpState::CloseWait && c.local() == server_addr)
             .count()
     };
     assert_eq!(close_wait(&tracker), N);
     assert!(tracker
         .live()
-        .filter(|c| c.local == server_addr)
+        .filter(|c| c.local() == server_addr)
         .all(|c| c.seen_since_start));
 
     // Closing one now continues its seeded story from events.
@@ -134,7 +134,7 @@ fn close_wait_sockets_made_before_tcptrace_starts_are_seeded() {
         .next_back()
         .expect("a finished connection");
     assert_eq!(
-        closed.steps.iter().map(|s| s.state).collect::<Vec<_>>(),
+        closed.steps().iter().map(|s| s.state).collect::<Vec<_>>(),
         [TcpState::CloseWait, TcpState::LastAck, TcpState::Close]
     );
     assert_eq!(classify(closed).close, Some(CloseKind::PassiveClose));

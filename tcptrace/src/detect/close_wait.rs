@@ -76,18 +76,18 @@ pub fn find_stuck<'a>(
                 id: conn.id.generation,
                 netns: conn.netns,
                 cgroup_id: conn.cgroup_id,
-                local: conn.local,
-                remote: conn.remote,
+                local: conn.local(),
+                remote: conn.remote(),
                 since_ns: conn.state_since_ns(),
                 age_ns,
-                age_is_lower_bound: conn.seen_since_start && conn.steps.len() == 1,
+                age_is_lower_bound: conn.seen_since_start && conn.steps().len() == 1,
                 // sock_diag's queue is rcv_nxt - copied_seq, and the FIN takes a sequence
                 // number that reading the end of stream consumes (net/ipv4/tcp.c:
                 // tcp_recvmsg_locked(), found_fin_ok).
                 unread_bytes: socket.recv_queue.saturating_sub(1),
                 eof_read: socket.recv_queue == 0,
                 inode: socket.inode,
-                event_owner: conn.owner,
+                event_owner: conn.owner(),
             })
         })
         .collect();

@@ -193,7 +193,7 @@ impl HalfOpenDetector {
                 };
                 if let Some(conn) = tracked.get(&key) {
                     suspect.id = Some(conn.id.generation);
-                    suspect.event_owner = conn.owner;
+                    suspect.event_owner = conn.owner();
                     if suspect.cgroup_id == 0 {
                         suspect.cgroup_id = conn.cgroup_id;
                     }
@@ -599,11 +599,11 @@ mod tests {
         let mut conn = connection_through(7, (CLIENT, SERVER), &[(Established, 1)], SECOND);
         conn.netns = NETNS + 1;
         conn.cgroup_id = 33;
-        conn.owner = Some(Owner {
+        conn.set_owner(Some(Owner {
             pid: 4242,
             comm: Comm(*b"client\0\0\0\0\0\0\0\0\0\0"),
             cgroup_id: 33,
-        });
+        }));
         let rtx = |retransmits, expires_ms| {
             let mut s = socket(
                 Established,

@@ -85,8 +85,8 @@ fn close_wait_is_stuck_from_the_threshold_on() {
             id: 1,
             netns: NETNS,
             cgroup_id: 0,
-            local: c.local,
-            remote: c.remote,
+            local: c.local(),
+            remote: c.remote(),
             since_ns: 10 * SECOND,
             age_ns: 30 * SECOND,
             age_is_lower_bound: false,
@@ -152,7 +152,7 @@ fn seeded_leaks_are_flagged_with_a_lower_bound_age_oldest_first() {
 #[test]
 fn owners_come_from_proc_first_then_from_the_events() {
     let mut c = conn(1, "127.0.0.1:80", "127.0.0.1:50000", &[(CloseWait, 0)]);
-    c.owner = Some(owner(10, "listener"));
+    c.set_owner(Some(owner(10, "listener")));
     let dump = [socket(CloseWait, "127.0.0.1:80", "127.0.0.1:50000", 99, 0)];
     let stuck = find_stuck([&c].into_iter(), &in_netns(&dump), SECOND, 1);
     let mut cache = OwnerCache::default();

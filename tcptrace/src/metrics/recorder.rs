@@ -205,7 +205,7 @@ impl EventRecorder {
         if let Some(ns) = conn.lifetime_ns() {
             carried.seconds.observe(ns as f64 / 1e9);
         }
-        if let Some(stats) = &conn.closed_with {
+        if let Some(stats) = conn.closed_with() {
             carried.sent.inc_by(stats.bytes_sent);
             carried.received.inc_by(stats.bytes_received);
             if stats.srtt_us > 0 {

@@ -66,7 +66,7 @@ impl CloseStats {
         let syn_acked = syn_sent && kernel.bytes_acked > 0;
         // FIN_WAIT2 too: a connection first seen there (or moved there by a reconcile
         // after a lost FIN_WAIT1) sent its FIN.
-        let fin_sent = conn.steps.iter().any(|s| {
+        let fin_sent = conn.steps().iter().any(|s| {
             matches!(
                 s.state,
                 TcpState::FinWait1 | TcpState::FinWait2 | TcpState::LastAck | TcpState::Closing

@@ -110,7 +110,7 @@ fn retransmissions_that_run_out_are_a_timeout_and_an_icmp_error_behind_them_unre
         ));
         let conn = run(&mut t, &events);
         assert_eq!(close_of(&conn), Some(expected), "errno {error}");
-        assert_eq!(conn.retransmits, 3);
+        assert_eq!(conn.retransmits(), 3);
     }
 }
 
@@ -157,7 +157,7 @@ fn a_handshake_fails_by_timeout_refusal_icmp_or_the_application_giving_up() {
         let life = classify(&conn);
         assert_eq!(ConnectFailure::of(&conn, &life), Some(failure));
         // The SYN was never acknowledged: nothing was sent, nothing lost.
-        let carried = *conn.closed_with.clone().unwrap();
+        let carried = *conn.closed_with().unwrap();
         assert_eq!((carried.bytes_sent, carried.unacked_bytes), (0, 0));
     }
 }
@@ -242,7 +242,7 @@ fn an_orderly_close_is_not_a_failure_whatever_it_carried() {
     ]);
     let conn = run(&mut t, &events);
     assert_eq!(close_of(&conn), Some(CloseKind::ActiveClose));
-    let carried = *conn.closed_with.clone().unwrap();
+    let carried = *conn.closed_with().unwrap();
     assert_eq!((carried.bytes_sent, carried.bytes_received), (1_000, 300));
     assert_eq!(carried.srtt_us, 42);
     assert_eq!(ConnectFailure::of(&conn, &classify(&conn)), None);
@@ -270,7 +270,7 @@ fn the_passive_end_counts_neither_handshake_segment_but_both_fins() {
             close,
         ],
     );
-    let carried = *conn.closed_with.clone().unwrap();
+    let carried = *conn.closed_with().unwrap();
     assert_eq!((carried.bytes_sent, carried.bytes_received), (300, 1_000));
 }
 
@@ -295,7 +295,7 @@ fn bytes_never_acknowledged_are_counted_without_the_fin_that_followed_them() {
         ),
     ]);
     let conn = run(&mut t, &events);
-    let carried = *conn.closed_with.clone().unwrap();
+    let carried = *conn.closed_with().unwrap();
     assert_eq!((carried.bytes_sent, carried.unacked_bytes), (100, 500));
     assert_eq!(close_of(&conn), Some(CloseKind::TimedOut));
 }
@@ -324,14 +324,14 @@ fn a_connecting_socket_gets_its_port_from_a_syn_retransmit_or_the_dump_never_van
     );
     assert_eq!((report.closed, report.added), (0, 0), "{report:?}");
     let conn = t.live().next().unwrap();
-    assert_eq!(conn.local, addr(CLIENT));
+    assert_eq!(conn.local(), addr(CLIENT));
     assert_eq!(conn.direction, Direction::Active);
 
     // Learned from a SYN retransmit, which carries it.
     let mut t = tracker();
     t.apply(&opening);
     t.apply(&retransmit(1, 1000, SynSent));
-    assert_eq!(t.live().next().unwrap().local, addr("127.0.0.1:40000"));
+    assert_eq!(t.live().next().unwrap().local(), addr("127.0.0.1:40000"));
 
     // Two connecting sockets to the same peer: neither port is guessed, neither is
     // closed or added twice while both connect.
@@ -348,7 +348,7 @@ fn a_connecting_socket_gets_its_port_from_a_syn_retransmit_or_the_dump_never_van
         2 * MS,
     );
     assert_eq!((report.closed, report.added), (0, 0), "{report:?}");
-    assert_eq!(t.live().next().unwrap().local, addr(portless));
+    assert_eq!(t.live().next().unwrap().local(), addr(portless));
 }
 
 #[test]
@@ -389,13 +389,13 @@ fn a_port_is_never_taken_from_a_dump_older_than_the_connection_and_an_event_corr
     );
     assert_eq!(t.live().filter(|c| c.id.skaddr == 1).count(), 1);
     assert_eq!(
-        t.live().find(|c| c.id.skaddr == 1).unwrap().local,
+        t.live().find(|c| c.id.skaddr == 1).unwrap().local(),
         addr(portless),
         "not the dump's port"
     );
     t.apply(&established(1, 7, "127.0.0.1:40002"));
     assert_eq!(
-        t.live().find(|c| c.id.skaddr == 1).unwrap().local,
+        t.live().find(|c| c.id.skaddr == 1).unwrap().local(),
         addr("127.0.0.1:40002")
     );
 
@@ -409,7 +409,7 @@ fn a_port_is_never_taken_from_a_dump_older_than_the_connection_and_an_event_corr
     );
     t.apply(&established(1, 3, "127.0.0.1:40002"));
     let conn = t.live().find(|c| c.id.skaddr == 1).unwrap();
-    assert_eq!(conn.local, addr("127.0.0.1:40002"));
+    assert_eq!(conn.local(), addr("127.0.0.1:40002"));
     let key = conn.key();
     // The index follows the key: its partner lookups and removal find it.
     let closed = {
@@ -485,7 +485,7 @@ fn a_connection_first_seen_in_fin_wait2_does_not_count_its_fin_as_data() {
         ..SocketAtClose::default()
     });
     let conn = run(&mut t, &[close]);
-    assert_eq!(conn.closed_with.as_ref().unwrap().bytes_sent, 300);
+    assert_eq!(conn.closed_with().unwrap().bytes_sent, 300);
 }
 
 #[test]

@@ -1,10 +1,14 @@
 //! One connection's identity and story.
 
-use std::net::SocketAddr;
+use std::{fmt, net::SocketAddr, sync::Arc};
 
 use serde::Serialize;
 
-use super::CloseStats;
+use super::{
+    packed::{families, PackedAddr, PackedKey, LOCAL_V6, REMOTE_V6},
+    steps::{InlineSteps, Steps},
+    CloseStats,
+};
 use crate::{
     event::{Comm, Task},
     state::TcpState,
@@ -64,7 +68,7 @@ impl Direction {
 }
 
 /// The process that owns the socket, taken only from process-context transitions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Owner {
     pub pid: u32,
     pub comm: Comm,
@@ -110,11 +114,15 @@ pub struct Mark {
 /// Timelines keep at most this many marks; beyond it only the counts grow.
 pub(super) const MAX_MARKS: usize = 16;
 /// Timelines keep at most this many steps; a legal TCP life has at most 7.
-pub(super) const MAX_STEPS: usize = 16;
+pub(crate) const MAX_STEPS: usize = 16;
 
 /// The tracker's record of one connection. Outputs use views of it (`timeline`,
 /// `api`), never this struct: it holds the kernel's address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Compact (120 bytes; DESIGN.md §3, BENCHMARKS.md): addresses packed, steps inline,
+/// the owner shared, and what few connections have (marks, illegal transitions, steps
+/// that do not fit inline, what a finished one carried) in one optional box.
+#[derive(Clone)]
 pub struct Connection {
     pub id: ConnId,
     /// The socket's network namespace (inode number; 0 when the kernel side could not
@@ -123,42 +131,180 @@ pub struct Connection {
     /// The socket's own cgroup v2 id (the creating process's cgroup, right even for
     /// transitions made in softirq); 0 when unknown.
     pub cgroup_id: u64,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
+    local: PackedAddr,
+    remote: PackedAddr,
+    /// `LOCAL_V6` | `REMOTE_V6`.
+    families: u8,
     pub direction: Direction,
-    pub owner: Option<Owner>,
-    /// Every state entered, in order, starting with the state it was first seen in.
-    pub steps: Vec<Step>,
-    pub marks: Vec<Mark>,
-    pub retransmits: u32,
+    /// Shared with the other connections of the same owner (`Tracker::owners`).
+    owner: Option<Arc<Owner>>,
+    /// Every state entered, in order, starting with the state it was first seen in;
+    /// empty when they are in `rare.steps`.
+    steps: InlineSteps,
     /// The connection was first seen mid-life; its first step's time is when it was seen.
     pub seen_since_start: bool,
     /// Its →CLOSE was never seen: a sock_diag reconcile found it gone.
     pub vanished: bool,
-    /// Transitions RFC 793's state machine does not allow, as seen.
-    pub illegal: Vec<(TcpState, TcpState)>,
     pub last_activity_ns: u64,
+    rare: Option<Box<Rare>>,
+}
+
+/// What few connections have, out of line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rare {
+    /// All the steps, once they do not fit inline (`steps.rs`).
+    steps: Vec<Step>,
+    marks: Vec<Mark>,
+    retransmits: u32,
+    /// Transitions RFC 793's state machine does not allow, as seen.
+    illegal: Vec<(TcpState, TcpState)>,
     /// What it carried and the error it ended with, read by the kernel at →CLOSE.
-    /// Boxed: only finished connections have it, and live ones are most of the table.
-    pub closed_with: Option<Box<CloseStats>>,
+    /// Boxed again: only finished connections have it, and few of them are live.
+    closed_with: Option<Box<CloseStats>>,
 }
 
 impl Connection {
-    /// Its namespace and 4-tuple.
-    pub fn key(&self) -> SocketKey {
-        SocketKey {
-            netns: self.netns,
-            local: self.local,
-            remote: self.remote,
+    /// A connection first seen in `first` at `at_ns`, with nothing else known yet.
+    pub(crate) fn new(
+        id: ConnId,
+        key: SocketKey,
+        direction: Direction,
+        first: TcpState,
+        at_ns: u64,
+    ) -> Self {
+        let packed = PackedKey::of(&key);
+        Self {
+            id,
+            netns: key.netns,
+            cgroup_id: 0,
+            local: packed.local,
+            remote: packed.remote,
+            families: packed.v6,
+            direction,
+            owner: None,
+            steps: InlineSteps::new(first, at_ns),
+            seen_since_start: false,
+            vanished: false,
+            last_activity_ns: at_ns,
+            rare: None,
         }
     }
 
+    /// Its namespace and 4-tuple.
+    pub fn key(&self) -> SocketKey {
+        self.packed_key().unpack()
+    }
+
+    pub(super) fn packed_key(&self) -> PackedKey {
+        PackedKey {
+            netns: self.netns,
+            local: self.local,
+            remote: self.remote,
+            v6: self.families,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.local.unpack(self.families & LOCAL_V6 != 0)
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        self.remote.unpack(self.families & REMOTE_V6 != 0)
+    }
+
+    pub(crate) fn local_port(&self) -> u16 {
+        self.local.port
+    }
+
+    /// Completes or corrects the local address (its port chosen after connect()).
+    /// Changes the key: the table's indexes must follow (`LiveTable::set_local`).
+    pub(super) fn set_local(&mut self, local: SocketAddr) {
+        let (packed, v6) = PackedAddr::pack(local);
+        self.local = packed;
+        self.families = families(v6, self.families & REMOTE_V6 != 0);
+    }
+
+    pub fn owner(&self) -> Option<Owner> {
+        self.owner.as_deref().copied()
+    }
+
+    /// Sets the owner to a copy of its own (tests: the tracker shares them).
+    #[cfg(test)]
+    pub(crate) fn set_owner(&mut self, owner: Option<Owner>) {
+        self.owner = owner.map(Arc::new);
+    }
+
+    /// Sets the owner to a copy shared with other connections.
+    pub(super) fn share_owner(&mut self, owner: Option<Arc<Owner>>) {
+        self.owner = owner;
+    }
+
+    /// Whether both hold the same shared copy of their owner.
+    #[cfg(test)]
+    pub(super) fn shares_owner_with(&self, other: &Connection) -> bool {
+        match (&self.owner, &other.owner) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Every state entered, in order, starting with the state it was first seen in.
+    pub fn steps(&self) -> Steps {
+        match self.rare.as_deref() {
+            Some(rare) if self.steps.len() == 0 => {
+                Steps::from_fn(rare.steps.len(), |i| rare.steps[i])
+            }
+            _ => Steps::from_fn(self.steps.len(), |i| self.steps.get(i)),
+        }
+    }
+
+    fn last_step(&self) -> Option<Step> {
+        match self.rare.as_deref() {
+            Some(rare) if self.steps.len() == 0 => rare.steps.last().copied(),
+            _ => self.steps.last(),
+        }
+    }
+
+    pub fn marks(&self) -> &[Mark] {
+        self.rare.as_deref().map_or(&[], |r| &r.marks)
+    }
+
+    pub fn retransmits(&self) -> u32 {
+        self.rare.as_deref().map_or(0, |r| r.retransmits)
+    }
+
+    /// Transitions RFC 793's state machine does not allow, as seen.
+    pub fn illegal(&self) -> &[(TcpState, TcpState)] {
+        self.rare.as_deref().map_or(&[], |r| &r.illegal)
+    }
+
+    pub(super) fn push_illegal(&mut self, old: TcpState, new: TcpState) {
+        push_small(&mut self.rare_mut().illegal, (old, new));
+    }
+
+    /// What it carried and the error it ended with, read by the kernel at →CLOSE.
+    pub fn closed_with(&self) -> Option<&CloseStats> {
+        self.rare.as_deref()?.closed_with.as_deref()
+    }
+
+    pub(super) fn set_closed_with(&mut self, stats: CloseStats) {
+        self.rare_mut().closed_with = Some(Box::new(stats));
+    }
+
     pub fn state(&self) -> TcpState {
-        self.steps.last().map_or(TcpState::Close, |s| s.state)
+        match self.rare.as_deref() {
+            Some(rare) if self.steps.len() == 0 => rare.steps.last().map(|s| s.state),
+            _ => self.steps.last_state(),
+        }
+        .unwrap_or(TcpState::Close)
     }
 
     pub fn state_since_ns(&self) -> u64 {
-        self.steps.last().map_or(0, |s| s.entered_ns)
+        self.last_step().map_or(0, |s| s.entered_ns)
     }
 
     pub fn is_finished(&self) -> bool {
@@ -166,27 +312,34 @@ impl Connection {
     }
 
     pub(crate) fn push_step(&mut self, state: TcpState, at_ns: u64) {
-        if self.steps.len() < MAX_STEPS {
-            self.steps.push(Step {
-                state,
-                entered_ns: at_ns,
-            });
-        } else if let Some(last) = self.steps.last_mut() {
-            // Keep the current state right even when the story is too long to keep.
-            *last = Step {
-                state,
-                entered_ns: at_ns,
-            };
-        }
         self.last_activity_ns = at_ns;
+        if self.steps.push(state, at_ns) {
+            return;
+        }
+        // Out of line from now on, every step whole.
+        let inline = std::mem::replace(&mut self.steps, InlineSteps::empty());
+        let rare = self.rare.get_or_insert_default();
+        rare.steps.reserve_exact(inline.len() + 1);
+        rare.steps.extend((0..inline.len()).map(|i| inline.get(i)));
+        let step = Step {
+            state,
+            entered_ns: at_ns,
+        };
+        if rare.steps.len() < MAX_STEPS {
+            rare.steps.push(step);
+        } else if let Some(last) = rare.steps.last_mut() {
+            // Keep the current state right even when the story is too long to keep.
+            *last = step;
+        }
     }
 
     pub(crate) fn push_mark(&mut self, mark: Mark) {
+        let rare = self.rare_mut();
         if matches!(mark.kind, MarkKind::Retransmit | MarkKind::RetransmitSynack) {
-            self.retransmits = self.retransmits.saturating_add(1);
+            rare.retransmits = rare.retransmits.saturating_add(1);
         }
-        if self.marks.len() < MAX_MARKS {
-            self.marks.push(mark);
+        if rare.marks.len() < MAX_MARKS {
+            push_small(&mut rare.marks, mark);
         }
         self.last_activity_ns = mark.at_ns;
     }
@@ -198,15 +351,70 @@ impl Connection {
         if self.seen_since_start || self.vanished {
             return None;
         }
-        let (first, last) = (self.steps.first()?, self.steps.last()?);
+        let steps = self.steps();
+        let (first, last) = (steps.first()?, steps.last()?);
         Some(last.entered_ns.saturating_sub(first.entered_ns))
     }
 
     /// How long each step lasted; the last one is open (None) unless finished.
-    pub fn durations(&self) -> impl Iterator<Item = (Step, Option<u64>)> + '_ {
-        self.steps.iter().enumerate().map(|(i, step)| {
-            let end = self.steps.get(i + 1).map(|next| next.entered_ns);
-            (*step, end.map(|end| end.saturating_sub(step.entered_ns)))
+    pub fn durations(&self) -> impl Iterator<Item = (Step, Option<u64>)> {
+        let steps = self.steps();
+        (0..steps.len()).map(move |i| {
+            let (step, end) = (steps[i], steps.get(i + 1).map(|next| next.entered_ns));
+            (step, end.map(|end| end.saturating_sub(step.entered_ns)))
         })
+    }
+}
+
+/// Pushes onto a list that is usually one or two long: its first allocation holds one,
+/// not the four a `Vec` starts with.
+fn push_small<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
+/// Compares what the connection says, not how it is stored.
+impl PartialEq for Connection {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.netns == other.netns
+            && self.cgroup_id == other.cgroup_id
+            && self.key() == other.key()
+            && self.direction == other.direction
+            && self.owner() == other.owner()
+            && self.steps() == other.steps()
+            && self.marks() == other.marks()
+            && self.retransmits() == other.retransmits()
+            && self.seen_since_start == other.seen_since_start
+            && self.vanished == other.vanished
+            && self.illegal() == other.illegal()
+            && self.last_activity_ns == other.last_activity_ns
+            && self.closed_with() == other.closed_with()
+    }
+}
+
+impl Eq for Connection {}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("netns", &self.netns)
+            .field("cgroup_id", &self.cgroup_id)
+            .field("local", &self.local())
+            .field("remote", &self.remote())
+            .field("direction", &self.direction)
+            .field("owner", &self.owner())
+            .field("steps", &self.steps())
+            .field("marks", &self.marks())
+            .field("retransmits", &self.retransmits())
+            .field("seen_since_start", &self.seen_since_start)
+            .field("vanished", &self.vanished)
+            .field("illegal", &self.illegal())
+            .field("last_activity_ns", &self.last_activity_ns)
+            .field("closed_with", &self.closed_with())
+            .finish()
     }
 }

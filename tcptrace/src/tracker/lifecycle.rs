@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use super::{
-    connection::{Connection, Direction, MarkKind},
+    connection::{Connection, Direction, MarkKind, Step},
     CloseStats,
 };
 use crate::state::TcpState::{self, *};
@@ -113,21 +113,23 @@ pub struct Lifecycle {
     pub time_wait: bool,
 }
 
-fn handshake_ns(conn: &Connection) -> Option<u64> {
-    conn.steps.windows(2).find_map(|pair| {
+fn handshake_ns(steps: &[Step]) -> Option<u64> {
+    steps.windows(2).find_map(|pair| {
         (matches!(pair[0].state, SynSent | SynRecv) && pair[1].state == Established)
             .then(|| pair[1].entered_ns.saturating_sub(pair[0].entered_ns))
     })
 }
 
-fn entered(conn: &Connection, state: TcpState) -> bool {
-    conn.steps.iter().any(|s| s.state == state)
+fn entered(steps: &[Step], state: TcpState) -> bool {
+    steps.iter().any(|s| s.state == state)
 }
 
 /// The state the connection left to go to CLOSE.
-fn state_before_close(conn: &Connection) -> Option<TcpState> {
-    let n = conn.steps.len();
-    (n >= 2 && conn.steps[n - 1].state == Close).then(|| conn.steps[n - 2].state)
+fn state_before_close(steps: &[Step]) -> Option<TcpState> {
+    match *steps {
+        [.., before, last] if last.state == Close => Some(before.state),
+        _ => None,
+    }
 }
 
 /// The errors an ICMP message leaves (`icmp_err_convert[]`, net/ipv4/icmp.c; `icmpv6_err_convert()`):
@@ -187,21 +189,22 @@ fn kernel_cause(stats: &CloseStats, established: bool) -> Option<CloseKind> {
 }
 
 pub fn classify(conn: &Connection) -> Lifecycle {
-    let has = |kind| conn.marks.iter().any(|m| m.kind == kind);
+    // Copied out of the table once (connection.rs): every question below reads it.
+    let steps = conn.steps();
+    let has = |kind| conn.marks().iter().any(|m| m.kind == kind);
     // An active opener whose SYN was acknowledged got through its handshake even if
     // the event that says so was lost.
-    let established = entered(conn, Established)
+    let established = entered(&steps, Established)
         || conn.seen_since_start
-        || conn.closed_with.as_ref().is_some_and(|c| c.syn_acked);
-    let before_close = state_before_close(conn);
+        || conn.closed_with().is_some_and(|c| c.syn_acked);
+    let before_close = state_before_close(&steps);
     // A FIN_WAIT2/CLOSING → CLOSE without a RST is the hand-over to a timewait socket
     // (net/ipv4/tcp_minisocks.c: tcp_time_wait()).
     let time_wait = matches!(before_close, Some(FinWait2 | Closing))
         && !has(MarkKind::ResetSent)
         && !has(MarkKind::ResetReceived);
     let cause = conn
-        .closed_with
-        .as_ref()
+        .closed_with()
         .and_then(|stats| kernel_cause(stats, established));
     let close = if !conn.is_finished() {
         None
@@ -220,11 +223,11 @@ pub fn classify(conn: &Connection) -> Lifecycle {
         })
     } else if has(MarkKind::ResetSent) && !time_wait && before_close != Some(LastAck) {
         Some(CloseKind::ResetSent)
-    } else if entered(conn, Closing) {
+    } else if entered(&steps, Closing) {
         Some(CloseKind::SimultaneousClose)
-    } else if entered(conn, FinWait1) {
+    } else if entered(&steps, FinWait1) {
         Some(CloseKind::ActiveClose)
-    } else if entered(conn, CloseWait) {
+    } else if entered(&steps, CloseWait) {
         Some(CloseKind::PassiveClose)
     } else if !established {
         Some(CloseKind::NeverEstablished)
@@ -233,7 +236,7 @@ pub fn classify(conn: &Connection) -> Lifecycle {
     };
     Lifecycle {
         direction: conn.direction,
-        handshake_ns: handshake_ns(conn),
+        handshake_ns: handshake_ns(&steps),
         close,
         time_wait,
     }
@@ -275,7 +278,7 @@ pub fn close_shape(active: &Connection, passive: &Connection) -> Option<CloseSha
         return Some(CloseShape::Simultaneous);
     }
     let at = |conn: &Connection, state| {
-        conn.steps
+        conn.steps()
             .iter()
             .find(|s| s.state == state)
             .map(|s| s.entered_ns)
@@ -328,8 +331,8 @@ impl ConnectFailure {
     /// The failure a finished connection's classification names, if it never got
     /// through its handshake. Connections first seen mid-life got through it.
     pub fn of(conn: &Connection, lifecycle: &Lifecycle) -> Option<ConnectFailure> {
-        let syn_acked = conn.closed_with.as_ref().is_some_and(|c| c.syn_acked);
-        if conn.seen_since_start || entered(conn, Established) || syn_acked {
+        let syn_acked = conn.closed_with().is_some_and(|c| c.syn_acked);
+        if conn.seen_since_start || entered(&conn.steps(), Established) || syn_acked {
             return None;
         }
         Some(match lifecycle.close? {

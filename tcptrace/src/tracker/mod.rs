@@ -11,9 +11,16 @@ mod cause_tests;
 mod connection;
 mod finished;
 mod lifecycle;
+mod live;
+mod owners;
+mod packed;
 mod reconcile;
 mod rfc793;
+mod slab;
 mod stats;
+mod steps;
+#[cfg(test)]
+mod storage_tests;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -28,4 +35,5 @@ pub use connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, Socke
 pub use lifecycle::{classify, close_shape, CloseKind, CloseShape, ConnectFailure, Lifecycle};
 pub use reconcile::{KernelSocket, ReconcileReport, Snapshot};
 pub use stats::{SharedStats, TrackerStats};
+pub use steps::Steps;
 pub use table::{Applied, Listener, Tracker};

@@ -136,7 +136,7 @@ impl Tracker {
             }
         }
         let mut portless_tracked: Map<Portless, Vec<u64>> = Map::default();
-        for c in self.bound().filter(|c| c.local.port() == 0) {
+        for c in self.bound().filter(|c| c.local_port() == 0) {
             if c.last_activity_ns < started_ns {
                 portless_tracked
                     .entry(portless(&c.key()))
@@ -165,7 +165,7 @@ impl Tracker {
         let stale = |c: &Connection| {
             c.last_activity_ns < started_ns
                 && if snapshot.judges(c.netns) {
-                    if c.local.port() == 0 {
+                    if c.local_port() == 0 {
                         !connecting.contains_key(&portless(&c.key()))
                     } else {
                         !present.contains_key(&c.key())
@@ -180,8 +180,8 @@ impl Tracker {
             .map(|c| c.id.skaddr)
             .collect();
         let gone_unbound: Vec<SocketKey> = self
-            .unbound
-            .values()
+            .table
+            .unbound()
             .filter(|c| stale(c))
             .map(Connection::key)
             .collect();
@@ -240,7 +240,7 @@ impl Tracker {
         // Sockets that may be a connection whose port is not known yet are not new.
         let still_portless: Set<Portless> = self
             .bound()
-            .filter(|c| c.local.port() == 0)
+            .filter(|c| c.local_port() == 0)
             .map(|c| portless(&c.key()))
             .collect();
         for socket in snapshot.sockets.iter().filter(|s| is_connection(s)) {

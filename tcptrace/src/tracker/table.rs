@@ -1,7 +1,6 @@
 //! The bounded table of live connections and listeners, and the ring of finished ones.
 
 use std::{
-    hash::BuildHasher as _,
     net::{IpAddr, SocketAddr},
     sync::{atomic::Ordering::Relaxed, Arc},
 };
@@ -9,8 +8,10 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey, Step},
+    connection::{ConnId, Connection, Direction, Mark, MarkKind, Owner, SocketKey},
     finished::FinishedRing,
+    live::LiveTable,
+    owners::Owners,
     rfc793,
     stats::{self, SharedStats, TrackerStats},
     CloseStats, Map, Set,
@@ -55,22 +56,13 @@ pub struct Applied {
 }
 
 pub struct Tracker {
-    /// Connections by kernel address. Change it only through `insert_live` and
-    /// `remove_live`, which keep `live_by_key` in step.
-    live: Map<u64, Connection>,
-    /// skaddr of the live connection with each namespace and 4-tuple, once its local
-    /// port is known, keyed by the key's 64-bit hash: 16 bytes an entry instead of 76. A
-    /// lookup checks the connection's key, so a collision can only miss, never mislead.
-    live_by_key: Map<u64, u64>,
-    key_hasher: foldhash::fast::RandomState,
-    /// Connections seen by sock_diag but not yet by an event: no kernel address yet,
-    /// keyed by namespace and 4-tuple until their next transition names their skaddr.
-    /// Change it only through `insert_unbound` and `remove_unbound`.
-    pub(super) unbound: Map<SocketKey, Connection>,
-    /// The opaque ids outputs name connections by (their generation), to where they
-    /// are: the skaddr of a live one, the key of an unbound one. 16 bytes a live one.
-    live_ids: Map<u64, u64>,
-    unbound_ids: Map<u64, SocketKey>,
+    /// Live connections: by kernel address once an event named it (bound), else by
+    /// namespace and 4-tuple (seen by sock_diag only: unbound); by opaque id either way.
+    /// Change it only through `insert_live`, `remove_live`, `insert_unbound`,
+    /// `remove_unbound` and `learn_port`, which keep its indexes in step.
+    pub(super) table: LiveTable,
+    /// Owners shared by the connections they own.
+    pub(super) owners: Owners,
     listeners: Map<u64, Listener>,
     /// The namespace each routable local address was last seen in, from opening events:
     /// where to look for the other end of a connection between two namespaces.
@@ -88,12 +80,8 @@ impl Tracker {
     /// listeners) and the last `max_finished` finished timelines.
     pub fn new(max_connections: usize, max_finished: usize) -> Self {
         Self {
-            live: Map::default(),
-            live_by_key: Map::default(),
-            key_hasher: Default::default(),
-            unbound: Map::default(),
-            live_ids: Map::default(),
-            unbound_ids: Map::default(),
+            table: LiveTable::default(),
+            owners: Owners::default(),
             listeners: Map::default(),
             address_owners: Map::default(),
             missed_namespaces: Set::default(),
@@ -116,7 +104,7 @@ impl Tracker {
     /// Keeps the table's sizes in the shared counts: after every change of `live`,
     /// `unbound` or `listeners`.
     pub(super) fn sizes_changed(&self) {
-        let live = (self.live.len() + self.unbound.len()) as u64;
+        let live = self.table.len() as u64;
         self.stats.live.store(live, Relaxed);
         self.stats
             .listeners
@@ -125,11 +113,11 @@ impl Tracker {
 
     /// Live connections, those known only from sock_diag included.
     pub fn live(&self) -> impl Iterator<Item = &Connection> {
-        self.live.values().chain(self.unbound.values())
+        self.table.iter()
     }
 
     pub fn live_count(&self) -> usize {
-        self.live.len() + self.unbound.len()
+        self.table.len()
     }
 
     /// The other end of `conn` when both ends are on this host: the connection whose
@@ -142,7 +130,7 @@ impl Tracker {
         let key = conn.key();
         self.end_at(key.reversed_in(conn.netns))
             .or_else(|| {
-                let ip = conn.remote.ip();
+                let ip = conn.remote().ip();
                 if !routable(ip) {
                     return None;
                 }
@@ -156,16 +144,10 @@ impl Tracker {
 
     /// The live, else latest finished, connection with `key`.
     fn end_at(&self, key: SocketKey) -> Option<&Connection> {
-        self.live_by_key
-            .get(&self.hash_key(key))
-            .and_then(|sk| self.live.get(sk))
-            .filter(|other| other.key() == key)
-            .or_else(|| self.unbound.get(&key))
+        self.table
+            .bound_by_key(&key)
+            .or_else(|| self.table.unbound_by_key(&key))
             .or_else(|| self.finished.by_key(key))
-    }
-
-    fn hash_key(&self, key: SocketKey) -> u64 {
-        self.key_hasher.hash_one(key)
     }
 
     /// Remembers that `local`'s address is `netns`'s, when routable.
@@ -191,35 +173,21 @@ impl Tracker {
     /// A live or recently finished connection by its opaque id (its generation),
     /// through the indexes: never a scan.
     pub fn by_id(&self, generation: u64) -> Option<&Connection> {
-        self.live_ids
-            .get(&generation)
-            .and_then(|skaddr| self.live.get(skaddr))
-            .or_else(|| self.unbound.get(self.unbound_ids.get(&generation)?))
-            .filter(|c| c.id.generation == generation)
+        self.table
+            .by_generation(generation)
             .or_else(|| self.finished.by_generation(generation))
     }
 
     pub(super) fn insert_live(&mut self, conn: Connection) -> &mut Connection {
-        let skaddr = conn.id.skaddr;
-        if conn.local.port() != 0 {
-            self.live_by_key.insert(self.hash_key(conn.key()), skaddr);
-        }
-        self.live_ids.insert(conn.id.generation, skaddr);
-        self.live.entry(skaddr).insert_entry(conn).into_mut()
+        self.table.insert_bound(conn)
     }
 
     pub(super) fn insert_unbound(&mut self, conn: Connection) {
-        let key = conn.key();
-        self.unbound_ids.insert(conn.id.generation, key);
-        if let Some(replaced) = self.unbound.insert(key, conn) {
-            self.unbound_ids.remove(&replaced.id.generation);
-        }
+        self.table.insert_unbound(conn);
     }
 
     pub(super) fn remove_unbound(&mut self, key: &SocketKey) -> Option<Connection> {
-        let conn = self.unbound.remove(key)?;
-        self.unbound_ids.remove(&conn.id.generation);
-        Some(conn)
+        self.table.remove_unbound(key)
     }
 
     /// connect() fires CLOSE→SYN_SENT before the source port is chosen: the first
@@ -229,55 +197,44 @@ impl Tracker {
     /// address is the truth (a socket's port never changes once chosen): it also
     /// corrects a port the dump gave (`from_event`).
     pub(super) fn learn_port(&mut self, skaddr: u64, local: SocketAddr, from_event: bool) {
-        let Some(conn) = self.live.get_mut(&skaddr) else {
+        let Some(conn) = self.table.get(skaddr) else {
             return;
         };
-        if !port_to_learn(conn.local, local, from_event) {
+        if !port_to_learn(conn.local(), local, from_event) {
             return;
         }
-        let old = self.key_hasher.hash_one(conn.key());
-        conn.local = local;
-        let key = conn.key();
-        if self.live_by_key.get(&old) == Some(&skaddr) {
-            self.live_by_key.remove(&old);
-        }
+        let key = SocketKey {
+            local,
+            ..conn.key()
+        };
         self.remove_unbound(&key);
-        let hash = self.hash_key(key);
-        self.live_by_key.insert(hash, skaddr);
+        self.table.set_local(skaddr, local);
     }
 
     /// `learn_port` when the connection at `skaddr` needs it: the per-event path checks
     /// the connection it already holds and pays for nothing more in the usual case.
     fn learn_port_if(&mut self, skaddr: u64, local: SocketAddr, from_event: bool) {
         if self
-            .live
-            .get(&skaddr)
-            .is_some_and(|c| port_to_learn(c.local, local, from_event))
+            .table
+            .get(skaddr)
+            .is_some_and(|c| port_to_learn(c.local(), local, from_event))
         {
             self.learn_port(skaddr, local, from_event);
         }
     }
 
     pub(super) fn remove_live(&mut self, skaddr: u64) -> Option<Connection> {
-        let conn = self.live.remove(&skaddr)?;
-        if self.live_ids.get(&conn.id.generation) == Some(&skaddr) {
-            self.live_ids.remove(&conn.id.generation);
-        }
-        let key = self.hash_key(conn.key());
-        if self.live_by_key.get(&key) == Some(&skaddr) {
-            self.live_by_key.remove(&key);
-        }
-        Some(conn)
+        self.table.remove_bound(skaddr)
     }
 
     /// Bound live connections, for reconcile's scan.
     pub(super) fn bound(&self) -> impl Iterator<Item = &Connection> {
-        self.live.values()
+        self.table.bound()
     }
 
     /// Every live connection, for reconcile's corrections (which change no key).
     pub(super) fn live_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
-        self.live.values_mut().chain(self.unbound.values_mut())
+        self.table.iter_mut()
     }
 
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
@@ -294,13 +251,13 @@ impl Tracker {
     /// Entries in the id indexes: exactly the live connections.
     #[cfg(test)]
     pub(super) fn id_index_len(&self) -> usize {
-        self.live_ids.len() + self.unbound_ids.len()
+        self.table.id_index_len()
     }
 
     /// Entries in the key index: never more than live connections.
     #[cfg(test)]
     pub(super) fn key_index_len(&self) -> usize {
-        self.live_by_key.len()
+        self.table.key_index_len()
     }
 
     pub fn finished(&self) -> impl DoubleEndedIterator<Item = &Connection> {
@@ -341,7 +298,7 @@ impl Tracker {
             c.id.skaddr == event.skaddr
                 && event.ts_ns.saturating_sub(c.last_activity_ns) < LATE_MARK_WINDOW_NS
         };
-        let conn = match self.live.get_mut(&event.skaddr) {
+        let conn = match self.table.get_mut(event.skaddr) {
             Some(conn) => conn,
             None if event.skaddr == 0 => return Applied::default(),
             None => match self.finished.recent_mut().take(8).find(just_finished) {
@@ -356,7 +313,7 @@ impl Tracker {
         });
         Applied {
             conn: Some(conn.id),
-            owner: conn.owner,
+            owner: conn.owner(),
             ..Applied::default()
         }
     }
@@ -388,8 +345,9 @@ impl Tracker {
             // A seeded socket with this key was this one seen a moment early.
             self.remove_unbound(&key);
             self.learn_address(event.netns, event.local);
-            self.open(event, direction, old).owner = inherited;
-        } else if !self.live.contains_key(&event.skaddr) {
+            let inherited = inherited.map(|owner| self.owners.intern(owner));
+            self.open(event, direction, old).share_owner(inherited);
+        } else if !self.table.contains(event.skaddr) {
             if let Some(mut seeded) = self.remove_unbound(&key) {
                 // A socket sock_diag showed us: now we know its kernel address.
                 seeded.id.skaddr = event.skaddr;
@@ -399,10 +357,10 @@ impl Tracker {
                 unknown_opened = true;
             }
         }
-        let mut conn = self.live.get_mut(&event.skaddr).expect("inserted above");
-        if port_to_learn(conn.local, event.local, true) {
+        let mut conn = self.table.get_mut(event.skaddr).expect("inserted above");
+        if port_to_learn(conn.local(), event.local, true) {
             self.learn_port(event.skaddr, event.local, true);
-            conn = self.live.get_mut(&event.skaddr).expect("still live");
+            conn = self.table.get_mut(event.skaddr).expect("still live");
         }
         let mut applied = Applied {
             opened: opening.or(unknown_opened.then_some(Direction::Unknown)),
@@ -410,7 +368,7 @@ impl Tracker {
         };
         // A connection first seen mid-life entered its first state at an unknown time.
         let entry_time_known =
-            opening.is_none() && !(conn.seen_since_start && conn.steps.len() == 1);
+            opening.is_none() && !(conn.seen_since_start && conn.steps().len() == 1);
         if conn.state() == old {
             if entry_time_known {
                 applied.time_in_old_state_ns = Some(ts.saturating_sub(conn.state_since_ns()));
@@ -420,23 +378,23 @@ impl Tracker {
         }
         if !rfc793::allowed(old, new) {
             stats::add(&self.stats.illegal_transitions, 1);
-            conn.illegal.push((old, new));
+            conn.push_illegal(old, new);
         }
-        if conn.owner.is_none() && event.task_is_owner() {
-            conn.owner = Some(Owner::from(event.task));
+        if conn.owner().is_none() && event.task_is_owner() {
+            conn.share_owner(Some(self.owners.intern(Owner::from(event.task))));
         }
         if conn.cgroup_id == 0 {
             conn.cgroup_id = event.sock_cgroup_id;
         }
         conn.push_step(new, ts);
         applied.conn = Some(conn.id);
-        applied.owner = conn.owner;
+        applied.owner = conn.owner();
         if new == Close {
             let mut conn = self.remove_live(event.skaddr).expect("present");
-            conn.closed_with = event
-                .close
-                .as_ref()
-                .map(|k| Box::new(CloseStats::of(&conn, k)));
+            if let Some(kernel) = &event.close {
+                let stats = CloseStats::of(&conn, kernel);
+                conn.set_closed_with(stats);
+            }
             self.retire(conn);
             applied.finished = true;
         }
@@ -511,57 +469,21 @@ impl Tracker {
             generation: self.next_generation,
         };
         self.next_generation += 1;
-        Connection {
-            id,
-            netns: key.netns,
-            cgroup_id: 0,
-            local: key.local,
-            remote: key.remote,
-            direction,
-            owner: None,
-            steps: vec![Step {
-                state: first,
-                entered_ns: at_ns,
-            }],
-            marks: Vec::new(),
-            retransmits: 0,
-            seen_since_start: false,
-            vanished: false,
-            illegal: Vec::new(),
-            last_activity_ns: at_ns,
-            closed_with: None,
-        }
+        Connection::new(id, key, direction, first, at_ns)
     }
 
     /// Drops the least recently active sixteenth of the table at once, so that a flood
     /// costs one O(n) pass per n/16 insertions rather than one per insertion.
     fn evict(&mut self) {
         let batch = (self.max_connections / 16).max(1);
-        // None: an unbound (sock_diag only) connection, keyed by its key.
-        let mut by_age: Vec<(u64, Option<u64>, SocketKey)> = self
-            .live
-            .values()
-            .map(|c| (c.last_activity_ns, Some(c.id.skaddr), c.key()))
-            .chain(
-                self.unbound
-                    .values()
-                    .map(|c| (c.last_activity_ns, None, c.key())),
-            )
-            .collect();
+        let mut by_age = self.table.by_age();
         let batch = batch.min(by_age.len());
         if batch == 0 {
             return;
         }
         by_age.select_nth_unstable(batch - 1);
-        for &(_, skaddr, key) in &by_age[..batch] {
-            match skaddr {
-                Some(skaddr) => {
-                    self.remove_live(skaddr);
-                }
-                None => {
-                    self.remove_unbound(&key);
-                }
-            }
+        for &(_, slot) in &by_age[..batch] {
+            self.table.remove_tagged(slot);
         }
         stats::add(&self.stats.evictions, batch as u64);
     }

@@ -19,7 +19,7 @@ fn tracker() -> Tracker {
 }
 
 fn states(conn: &Connection) -> Vec<TcpState> {
-    conn.steps.iter().map(|s| s.state).collect()
+    conn.steps().iter().map(|s| s.state).collect()
 }
 
 fn last_finished(t: &Tracker) -> &Connection {
@@ -43,7 +43,7 @@ fn three_way_handshake_active_open() {
     assert_eq!(life.direction, Direction::Active);
     assert_eq!(life.handshake_ns, Some(2 * MS));
     assert_eq!(life.close, None);
-    assert_eq!(conn.owner.unwrap().pid, 100, "connect() names the owner");
+    assert_eq!(conn.owner().unwrap().pid, 100, "connect() names the owner");
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn four_way_close_passive_side() {
     assert_eq!(life.handshake_ns, Some(MS));
     assert_eq!(life.close, Some(CloseKind::PassiveClose));
     assert!(!life.time_wait);
-    assert_eq!(conn.owner.unwrap().pid, 200, "the listener's owner");
+    assert_eq!(conn.owner().unwrap().pid, 200, "the listener's owner");
 }
 
 /// Both ends on this host: the passive end's FIN left before the active end saw its
@@ -185,7 +185,7 @@ fn abort_with_linger_zero_is_a_reset_sent_even_though_the_rst_comes_after_close(
         ],
     );
     let conn = last_finished(&t);
-    assert_eq!(conn.marks.len(), 1);
+    assert_eq!(conn.marks().len(), 1);
     let life = classify(conn);
     assert_eq!(life.close, Some(CloseKind::ResetSent));
     assert!(!life.time_wait);
@@ -431,7 +431,7 @@ fn an_illegal_transition_is_flagged_not_dropped() {
     );
     let conn = t.live().next().unwrap();
     assert_eq!(conn.state(), CloseWait);
-    assert_eq!(conn.illegal, [(SynSent, CloseWait)]);
+    assert_eq!(conn.illegal(), [(SynSent, CloseWait)]);
     assert_eq!(t.stats().illegal_transitions, 1);
 }
 
@@ -614,6 +614,8 @@ mod fuzz {
                     prop_assert_eq!(t.by_id(conn.id.generation).map(|c| c.id), Some(conn.id));
                 }
                 prop_assert_eq!(t.id_index_len(), t.live_count());
+                let (by_address, unbound_by_key) = t.table.slot_index_lens();
+                prop_assert_eq!(by_address + unbound_by_key, t.live_count());
                 for conn in t.finished() {
                     prop_assert!(t.by_id(conn.id.generation).is_some());
                 }
@@ -656,7 +658,10 @@ fn the_same_four_tuple_in_two_namespaces_is_two_connections_paired_within_each()
             partner.netns, conn.netns,
             "loopback never pairs across namespaces"
         );
-        assert_eq!((partner.local, partner.remote), (conn.remote, conn.local));
+        assert_eq!(
+            (partner.local(), partner.remote()),
+            (conn.remote(), conn.local())
+        );
     }
     // One namespace's client closes: the other namespace's same tuple is untouched.
     run(
@@ -712,7 +717,7 @@ fn ends_in_two_namespaces_over_a_routable_address_are_paired() {
     );
     let client_end = t.live().find(|c| c.netns == client_ns).unwrap();
     let server_end = t.partner(client_end).expect("paired across namespaces");
-    assert_eq!((server_end.netns, server_end.local), (server_ns, addr(b)));
+    assert_eq!((server_end.netns, server_end.local()), (server_ns, addr(b)));
     assert_eq!(t.partner(server_end).unwrap().id, client_end.id);
 }
 
