@@ -20,6 +20,7 @@ use super::{
     packed::PackedKey,
     slab::Slab,
 };
+use crate::state::TcpState;
 
 /// A slot in the bound slab, or (top bit set) in the unbound one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -276,15 +277,19 @@ impl LiveTable {
         self.index_key(slot);
     }
 
-    /// Every connection's last activity and slot, for eviction.
-    pub(super) fn by_age(&self) -> Vec<(u64, Tagged)> {
+    /// Every connection's slot with the key eviction orders by: CLOSE_WAIT last, then
+    /// the least recently active first. A leaked CLOSE_WAIT socket is by nature the
+    /// least active entry there is; evicted, it would come back at the next reconcile
+    /// as first seen then, its age reset, and a table kept full would hide every leak.
+    pub(super) fn eviction_order(&self) -> Vec<((bool, u64), Tagged)> {
+        let key = |c: &Connection| (c.state() == TcpState::CloseWait, c.last_activity_ns);
         self.bound
             .iter()
-            .map(|(slot, c)| (c.last_activity_ns, Tagged::bound(slot)))
+            .map(|(slot, c)| (key(c), Tagged::bound(slot)))
             .chain(
                 self.unbound
                     .iter()
-                    .map(|(slot, c)| (c.last_activity_ns, Tagged::unbound(slot))),
+                    .map(|(slot, c)| (key(c), Tagged::unbound(slot))),
             )
             .collect()
     }

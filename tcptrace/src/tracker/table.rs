@@ -473,16 +473,17 @@ impl Tracker {
     }
 
     /// Drops the least recently active sixteenth of the table at once, so that a flood
-    /// costs one O(n) pass per n/16 insertions rather than one per insertion.
+    /// costs one O(n) pass per n/16 insertions rather than one per insertion; CLOSE_WAIT
+    /// connections only when nothing else is left (`LiveTable::eviction_order`).
     fn evict(&mut self) {
         let batch = (self.max_connections / 16).max(1);
-        let mut by_age = self.table.by_age();
-        let batch = batch.min(by_age.len());
+        let mut order = self.table.eviction_order();
+        let batch = batch.min(order.len());
         if batch == 0 {
             return;
         }
-        by_age.select_nth_unstable(batch - 1);
-        for &(_, slot) in &by_age[..batch] {
+        order.select_nth_unstable(batch - 1);
+        for &(_, slot) in &order[..batch] {
             self.table.remove_tagged(slot);
         }
         stats::add(&self.stats.evictions, batch as u64);

@@ -420,6 +420,44 @@ fn the_table_stays_at_its_cap_and_counts_evictions() {
 }
 
 #[test]
+fn eviction_spares_close_wait_so_a_full_table_still_shows_its_leaks() {
+    let mut t = Tracker::new(16, 4);
+    // Four leaks, the least recently active connections of all...
+    for sk in 1..=4u64 {
+        run(&mut t, &passive_life(sk, 3, 1_000_000)[..3]);
+    }
+    assert!(t.live().all(|c| c.state() == CloseWait));
+    // ...then a flood of newer connections, five times the cap.
+    for sk in 100..180u64 {
+        run(&mut t, &[client(sk, 10 + sk, Close, SynSent)]);
+    }
+    assert_eq!(t.live_count(), 16);
+    let mut leaks: Vec<u64> = t
+        .live()
+        .filter(|c| c.state() == CloseWait)
+        .map(|c| c.id.skaddr)
+        .collect();
+    leaks.sort();
+    assert_eq!(leaks, [1, 2, 3, 4], "every leak kept");
+    // The others are still the most recently active: 12 of the flood's last.
+    let mut kept: Vec<u64> = t
+        .live()
+        .filter(|c| c.state() != CloseWait)
+        .map(|c| c.id.skaddr)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, (168..180).collect::<Vec<_>>());
+
+    // A table of nothing but leaks still stays at its cap.
+    let mut t = Tracker::new(4, 4);
+    for sk in 1..=6u64 {
+        run(&mut t, &passive_life(sk, 2 + sk, 1_000_000)[..3]);
+    }
+    assert_eq!(t.live_count(), 4);
+    assert_eq!(t.stats().evictions, 2);
+}
+
+#[test]
 fn an_illegal_transition_is_flagged_not_dropped() {
     let mut t = tracker();
     run(
