@@ -57,10 +57,10 @@ pub struct DoctorArgs {
 /// Where `tcptrace serve` listens unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9977";
 
-/// The default `--max-connections`: what 64 MiB holds at the 152 bytes a tracked
+/// The default `--max-connections`: what 64 MiB holds at the 168 bytes a tracked
 /// connection costs at 1M connections, allocated and resident (`benches/capacity.rs`,
-/// BENCHMARKS.md), rounded down (400,000 × 152 B = 58 MiB).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 400_000;
+/// BENCHMARKS.md), rounded down (390,000 × 168 B = 62.5 MiB).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 390_000;
 
 /// What to trace and how: shared by `watch` and `serve`.
 #[derive(Debug, Args, Clone)]
@@ -385,8 +385,8 @@ mod tests {
 
     #[test]
     fn the_table_holds_400k_connections_unless_told() {
-        assert_eq!(watch(&["watch"]).trace.max_connections, 400_000);
-        assert_eq!(serve(&["serve"]).trace.max_connections, 400_000);
+        assert_eq!(watch(&["watch"]).trace.max_connections, 390_000);
+        assert_eq!(serve(&["serve"]).trace.max_connections, 390_000);
         let told = watch(&["watch", "--max-connections", "1000"]);
         assert_eq!(told.trace.max_connections, 1000);
     }

@@ -6,7 +6,9 @@
     reason = "each bench binary uses a different part of this module"
 )]
 
-use tcptrace_common::{kind, Event, AF_INET, EVENT_SIZE};
+use tcptrace_common::{
+    close_flags, kind, task_is_owner, CloseDetails, Event, AF_INET, EVENT_HEAD_SIZE, EVENT_SIZE,
+};
 
 /// Kernel state numbers (include/net/tcp_states.h).
 const ESTABLISHED: u8 = 1;
@@ -34,13 +36,19 @@ const SERVER: [(u8, u8); 5] = [
     (LAST_ACK, CLOSE),
 ];
 
+/// A record as the kernel programs send it: the task only where it is the owner, the
+/// close details only at →CLOSE, and then the whole `Event`, else its head alone.
 fn record(ts_ns: u64, skaddr: u64, (old, new): (u8, u8), (sport, dport): (u16, u16)) -> Vec<u8> {
+    let owner = task_is_owner(kind::STATE_CHANGE, old, new);
+    let closing = new == CLOSE;
     let mut raw = Event {
         ts_ns,
         skaddr,
-        cgroup_id: 1,
-        tgid: 1000,
-        tid: 1000,
+        cgroup_id: u64::from(owner),
+        sock_cgroup_id: 1,
+        netns: 4_026_531_840,
+        tgid: if owner { 1000 } else { 0 },
+        tid: if owner { 1000 } else { 0 },
         family: AF_INET,
         kind: kind::STATE_CHANGE,
         old_state: old,
@@ -51,9 +59,25 @@ fn record(ts_ns: u64, skaddr: u64, (old, new): (u8, u8), (sport, dport): (u16, u
     };
     raw.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
     raw.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    raw.comm[..5].copy_from_slice(b"churn");
-    // SAFETY: `Event` is plain data without implicit padding (size asserted).
-    unsafe { std::slice::from_raw_parts((&raw as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+    if owner {
+        raw.comm[..5].copy_from_slice(b"churn");
+    }
+    if closing {
+        raw.close = CloseDetails {
+            bytes_acked: 101,
+            bytes_received: 51,
+            segs_out: 4,
+            segs_in: 4,
+            srtt_us_x8: 80,
+            rtt_min_us: 9,
+            flags: close_flags::VALID,
+            ..CloseDetails::ZERO
+        };
+    }
+    let len = if closing { EVENT_SIZE } else { EVENT_HEAD_SIZE };
+    // SAFETY: `Event` is plain data without implicit padding (size asserted), at least
+    // `len` bytes long.
+    unsafe { std::slice::from_raw_parts((&raw as *const Event).cast::<u8>(), len) }.to_vec()
 }
 
 /// 10 records per connection, `connections` of them, `concurrency` at a time.

@@ -119,7 +119,7 @@ pub(crate) const MAX_STEPS: usize = 16;
 /// The tracker's record of one connection. Outputs use views of it (`timeline`,
 /// `api`), never this struct: it holds the kernel's address.
 ///
-/// Compact (120 bytes; DESIGN.md §3, BENCHMARKS.md): addresses packed, steps inline,
+/// Compact (136 bytes; DESIGN.md §3, BENCHMARKS.md): addresses packed, steps inline,
 /// the owner shared, and what few connections have (marks, illegal transitions, steps
 /// that do not fit inline, what a finished one carried) in one optional box.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //! (a `Vec` doubling at 1M connections would briefly need 3× the memory), and a slot
 //! number stays valid for as long as its value is in the slab.
 
-/// Slots per chunk: 1,024 × ~120 bytes, small enough that the last, partly used chunk
+/// Slots per chunk: 1,024 × ~136 bytes, small enough that the last, partly used chunk
 /// wastes little at any table size.
 const CHUNK_SLOTS: usize = 1024;
 
