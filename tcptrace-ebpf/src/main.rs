@@ -350,36 +350,10 @@ fn address16(sk: KernelPtr, offset: u32) -> [u64; 2] {
     [read(sk, offset), read(sk, offset + 8)]
 }
 
-/// A full TCP socket's family, ports and addresses, as the tracepoints' `TP_STORE_ADDRS`
-/// read them: the local port and IPv4 address from `inet_sock` (`skc_num` is cleared
-/// before →CLOSE fires), the rest from `sock_common`.
+/// A socket's family, ports and addresses: the remote end and IPv6 addresses from
+/// `sock_common`, the local port as given, the local IPv4 address at `v4_saddr`.
 #[inline(always)]
-fn full_socket_tuple(tp: KernelPtr) -> Tuple {
-    let family: u16 = read(tp, offset!(sock_family));
-    let (saddr, daddr) = if family == AF_INET6 {
-        (
-            address16(tp, offset!(sock_v6_rcv_saddr)),
-            address16(tp, offset!(sock_v6_daddr)),
-        )
-    } else {
-        (
-            [u64::from(read::<u32>(tp, offset!(inet_saddr))), 0],
-            [u64::from(read::<u32>(tp, offset!(sock_daddr))), 0],
-        )
-    };
-    Tuple {
-        family,
-        sport: u16::from_be(read(tp, offset!(inet_sport))),
-        dport: u16::from_be(read(tp, offset!(sock_dport))),
-        saddr,
-        daddr,
-    }
-}
-
-/// A request or timewait socket's 4-tuple, all in its `sock_common` (`ir_num`,
-/// `ir_rmt_port`, `ir_loc_addr`, … are names for these fields).
-#[inline(always)]
-fn mini_socket_tuple(sk: KernelPtr) -> Tuple {
+fn socket_tuple(sk: KernelPtr, sport: u16, v4_saddr: u32) -> Tuple {
     let family: u16 = read(sk, offset!(sock_family));
     let (saddr, daddr) = if family == AF_INET6 {
         (
@@ -388,17 +362,32 @@ fn mini_socket_tuple(sk: KernelPtr) -> Tuple {
         )
     } else {
         (
-            [u64::from(read::<u32>(sk, offset!(sock_rcv_saddr))), 0],
+            [u64::from(read::<u32>(sk, v4_saddr)), 0],
             [u64::from(read::<u32>(sk, offset!(sock_daddr))), 0],
         )
     };
     Tuple {
         family,
-        sport: read(sk, offset!(sock_num)),
+        sport,
         dport: u16::from_be(read(sk, offset!(sock_dport))),
         saddr,
         daddr,
     }
+}
+
+/// A full TCP socket's 4-tuple as the tracepoints' `TP_STORE_ADDRS` read it: the local
+/// port and IPv4 address from `inet_sock` (`skc_num` is cleared before →CLOSE fires).
+#[inline(always)]
+fn full_socket_tuple(tp: KernelPtr) -> Tuple {
+    let sport = u16::from_be(read(tp, offset!(inet_sport)));
+    socket_tuple(tp, sport, offset!(inet_saddr))
+}
+
+/// A request or timewait socket's 4-tuple, all in its `sock_common` (`ir_num`,
+/// `ir_rmt_port`, `ir_loc_addr`, … are names for these fields).
+#[inline(always)]
+fn mini_socket_tuple(sk: KernelPtr) -> Tuple {
+    socket_tuple(sk, read(sk, offset!(sock_num)), offset!(sock_rcv_saddr))
 }
 
 /// `sk` as a `struct tcp_sock *` when it is a full TCP socket: what `bpf_skc_to_tcp_sock`

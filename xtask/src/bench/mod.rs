@@ -63,8 +63,9 @@ pub(crate) struct BenchArgs {
     pub latency_samples: usize,
     /// Instead of the comparison: `tcptrace serve` for `--soak-duration` at peak churn
     /// with a CLOSE_WAIT leak, TIME_WAIT buildup and its table over a small cap, sampled
-    /// every 10 s; fails unless nothing is lost, the leak is counted right at the end,
-    /// RSS stays flat and the table within its cap. Rewrites only the report's Soak
+    /// every 10 s; fails unless nothing is lost, the leak is counted right (at the end,
+    /// and while the table is over its cap), RSS stays flat and the table within its
+    /// cap. Rewrites only the report's Soak
     /// section (the other runs keep it).
     #[arg(long, conflicts_with_all = ["smoke", "report_only"])]
     pub soak: bool,
