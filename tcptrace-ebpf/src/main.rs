@@ -31,8 +31,8 @@ use tcptrace_common::{
     COMM_LEN, EVENT_HEAD_SIZE, MAX_FILTER_PORTS,
 };
 
-/// Default 4 MiB: ~24k events of 176 bytes (record + header), over 100 ms at the
-/// ~300k events/s of peak loopback churn. The loader may resize it.
+/// Default 4 MiB: ~33k events of 120 bytes (record + header; 176 at →CLOSE), over 100 ms
+/// at the ~300k events/s of peak loopback churn. The loader may resize it.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
