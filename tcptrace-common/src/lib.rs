@@ -168,15 +168,22 @@ const _: () = assert!(size_of::<Event>() == EVENT_SIZE);
 pub const EVENT_HEAD_SIZE: usize = core::mem::offset_of!(Event, close);
 const _: () = assert!(EVENT_HEAD_SIZE == 112 && EVENT_HEAD_SIZE.is_multiple_of(8));
 
-/// Kernel TCP states (include/net/tcp_states.h) the shared rules below name.
+/// Kernel TCP state numbers (include/net/tcp_states.h), for the kernel programs, the
+/// shared rules below and the benchmarks' synthetic records; the daemon's typed
+/// `TcpState` has the same numbering.
 pub mod tcp_state {
     pub const ESTABLISHED: u8 = 1;
     pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
     pub const CLOSE: u8 = 7;
     pub const CLOSE_WAIT: u8 = 8;
     pub const LAST_ACK: u8 = 9;
     pub const LISTEN: u8 = 10;
-    pub const FIN_WAIT1: u8 = 4;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
 }
 
 /// Whether the task on the CPU during this event is the socket's owner: only these

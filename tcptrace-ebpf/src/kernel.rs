@@ -9,11 +9,6 @@
 
 use tcptrace_common::KernelOffsets;
 
-/// `enum` TCP states (include/net/tcp_states.h) the programs test for.
-pub const TCP_TIME_WAIT: u8 = 6;
-pub const TCP_CLOSE: u8 = 7;
-pub const TCP_NEW_SYN_RECV: u8 = 12;
-
 /// The offsets, a load-time setting resolved by the loader from the kernel's BTF.
 #[unsafe(no_mangle)]
 pub(crate) static KERNEL_OFFSETS: aya_ebpf::Global<KernelOffsets> =

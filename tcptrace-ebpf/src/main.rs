@@ -25,10 +25,11 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
     Global,
 };
-use kernel::{offset, read, KernelPtr, TCP_CLOSE, TCP_NEW_SYN_RECV, TCP_TIME_WAIT};
+use kernel::{offset, read, KernelPtr};
 use tcptrace_common::{
-    close_flags, counter, kind, reads, task_is_owner, CloseDetails, Event, AF_INET, AF_INET6,
-    COMM_LEN, EVENT_HEAD_SIZE, MAX_FILTER_PORTS,
+    close_flags, counter, kind, reads, task_is_owner,
+    tcp_state::{CLOSE as TCP_CLOSE, NEW_SYN_RECV as TCP_NEW_SYN_RECV, TIME_WAIT as TCP_TIME_WAIT},
+    CloseDetails, Event, AF_INET, AF_INET6, COMM_LEN, EVENT_HEAD_SIZE, MAX_FILTER_PORTS,
 };
 
 /// Default 4 MiB: ~33k events of 120 bytes (record + header; 176 at →CLOSE), over 100 ms

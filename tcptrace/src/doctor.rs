@@ -3,11 +3,13 @@
 
 use std::{fmt, net::SocketAddr, path::Path};
 
+use btf_rs::Btf;
+
 use crate::{
     diag::dump_tcp,
     probe::{
-        describe_offsets, effective_capabilities, kernel_btf, kernel_offsets, missing_capabilities,
-        tracepoints, Probe, PROGRAMS, VMLINUX_BTF,
+        describe_offsets, effective_capabilities, kernel_btf, missing_capabilities,
+        resolve_offsets, tracepoints, BtfError, Probe, PROGRAMS, VMLINUX_BTF,
     },
     state::TcpState,
 };
@@ -101,8 +103,8 @@ fn privileges() -> Check {
 
 /// Every tracepoint the programs attach to, looked up in the kernel's BTF (they are BTF
 /// tracepoints: tracefs plays no part).
-fn tracepoints() -> Vec<Check> {
-    let btf = match kernel_btf() {
+fn tracepoints(kernel_btf: &Result<Btf, BtfError>) -> Vec<Check> {
+    let btf = match kernel_btf {
         Ok(btf) => btf,
         Err(err) => {
             return vec![not_ok(
@@ -118,7 +120,7 @@ fn tracepoints() -> Vec<Check> {
         .iter()
         .map(|spec| {
             let name = format!("tracepoint {}:{}", spec.category, spec.name);
-            match tracepoints::check_tracepoint(&btf, spec.category, spec.name) {
+            match tracepoints::check_tracepoint(btf, spec.category, spec.name) {
                 Ok(()) => ok(name, "present"),
                 Err(err) if spec.required => not_ok(
                     Outcome::Fail,
@@ -152,13 +154,17 @@ fn btf() -> Check {
 }
 
 /// The `struct sock` (and related) field offsets the kernel programs read, from BTF.
-fn btf_fields() -> Check {
-    match kernel_offsets() {
+fn btf_fields(kernel_btf: &Result<Btf, BtfError>) -> Check {
+    match kernel_btf
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|btf| resolve_offsets(btf).map_err(|err| err.to_string()))
+    {
         Ok(offsets) => ok("kernel BTF fields", describe_offsets(&offsets)),
         Err(err) => not_ok(
             Outcome::Fail,
             "kernel BTF fields",
-            err.to_string(),
+            err,
             "tcptrace reads each socket's state, network namespace and cgroup through these \
              fields: use a kernel that has them (Linux 5.15+ with CONFIG_DEBUG_INFO_BTF, \
              CONFIG_NET_NS, CONFIG_SOCK_CGROUP_DATA)",
@@ -247,11 +253,13 @@ fn web_config(path: &std::path::Path) -> Check {
 
 /// Every check, in the order they matter.
 pub fn run(listen_addr: SocketAddr, web_config_file: Option<&std::path::Path>) -> Vec<Check> {
+    // Parsed once for the tracepoints and the fields (several MiB of it).
+    let kernel_btf = kernel_btf();
     let mut checks = vec![object(), privileges()];
-    checks.extend(tracepoints());
+    checks.extend(tracepoints(&kernel_btf));
     checks.extend([
         btf(),
-        btf_fields(),
+        btf_fields(&kernel_btf),
         ring_buffer(),
         sock_diag(),
         listen(listen_addr),

@@ -138,6 +138,23 @@ mod tests {
         assert_eq!(TcpState::from_kernel(0), None);
         assert_eq!(TcpState::from_kernel(13), None);
         assert_eq!(TcpState::from_kernel(255), None);
+        // The numbers the kernel programs and the shared rules use are the same.
+        use tcptrace_common::tcp_state as k;
+        let shared = [
+            k::ESTABLISHED,
+            k::SYN_SENT,
+            k::SYN_RECV,
+            k::FIN_WAIT1,
+            k::FIN_WAIT2,
+            k::TIME_WAIT,
+            k::CLOSE,
+            k::CLOSE_WAIT,
+            k::LAST_ACK,
+            k::LISTEN,
+            k::CLOSING,
+            k::NEW_SYN_RECV,
+        ];
+        assert_eq!(TcpState::ALL.map(TcpState::as_kernel), shared);
     }
 
     #[test]

@@ -7,19 +7,9 @@
 )]
 
 use tcptrace_common::{
-    close_flags, kind, task_is_owner, CloseDetails, Event, AF_INET, EVENT_HEAD_SIZE, EVENT_SIZE,
+    close_flags, kind, task_is_owner, tcp_state::*, CloseDetails, Event, AF_INET, EVENT_HEAD_SIZE,
+    EVENT_SIZE,
 };
-
-/// Kernel state numbers (include/net/tcp_states.h).
-const ESTABLISHED: u8 = 1;
-const SYN_SENT: u8 = 2;
-const SYN_RECV: u8 = 3;
-const FIN_WAIT1: u8 = 4;
-const FIN_WAIT2: u8 = 5;
-const CLOSE: u8 = 7;
-const CLOSE_WAIT: u8 = 8;
-const LAST_ACK: u8 = 9;
-const LISTEN: u8 = 10;
 
 const CLIENT: [(u8, u8); 5] = [
     (CLOSE, SYN_SENT),
