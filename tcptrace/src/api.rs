@@ -44,7 +44,8 @@ pub struct ConnectionQuery {
     /// The network namespace's inode number.
     pub netns: Option<u32>,
     /// The start of a container id (the 12 digits `docker ps` shows, or more), or of a
-    /// pod's UID: the connections of that container or pod.
+    /// pod's UID: the connections of that container or pod. Ids are lowercase hex:
+    /// asked in capitals, they still match.
     pub container: Option<String>,
     /// How many of the matching connections (newest first) to skip: the page's start.
     pub offset: usize,
@@ -63,20 +64,16 @@ impl ConnectionQuery {
 }
 
 /// The connection of cgroup `cgroup_id` belongs to a container whose id starts with
-/// `wanted`, or to a pod whose UID does. Ids are lowercase hex: asked in capitals, they
-/// still match.
+/// `wanted` (already lowercase: [`connections`] makes it so once per query), or to a
+/// pod whose UID does.
 fn in_container(cgroup_id: u64, wanted: &str, resolve: Resolve<'_>) -> bool {
-    let wanted = wanted.to_ascii_lowercase();
     let Some(workload) = resolve(cgroup_id) else {
         return false;
     };
     let container = workload.container.as_ref().map(|c| c.id.as_str());
     let pod = workload.pod_uid.as_deref();
-    !wanted.is_empty()
-        && [container, pod]
-            .into_iter()
-            .flatten()
-            .any(|id| id.starts_with(&wanted))
+    container.is_some_and(|id| id.starts_with(wanted))
+        || pod.is_some_and(|id| id.starts_with(wanted))
 }
 
 pub enum Query {
@@ -201,12 +198,17 @@ pub fn connections(
     clock: WallClock,
     now_ns: u64,
 ) -> ConnectionList {
+    let lowercase = ConnectionQuery {
+        container: query.container.as_deref().map(str::to_ascii_lowercase),
+        ..query.clone()
+    };
     let mut matching: Vec<&Connection> = tracker
         .live()
-        .filter(|c| query.matches(c, resolve))
+        .filter(|c| lowercase.matches(c, resolve))
         .collect();
     let total = matching.len();
     let limit = query.limit.min(MAX_LIMIT);
+    // `http` refuses a larger offset; this bounds callers that do not go through it.
     let offset = query.offset.min(MAX_OFFSET);
     // Newest first, and the same order every time (the generation breaks ties), so that
     // pages neither overlap nor skip while nothing changes.

@@ -67,7 +67,8 @@ fn doctor_passes_here_and_fails_on_a_taken_port() {
     let out = Command::new(TCPTRACE).arg("doctor").output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.lines().count() >= 11, "{stdout}");
+    // Object, privileges, 5 tracepoints, BTF, fields, ring buffer, sock_diag, listen.
+    assert_eq!(stdout.lines().count(), 12, "{stdout}");
     assert!(stdout.lines().all(|l| l.contains("  ok  ")), "{stdout}");
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -160,6 +161,13 @@ fn tcptrace_runs_without_tracefs_and_leaves_it_unmounted() {
         !started.iter().any(|l| l.contains("tracefs")),
         "{started:?}"
     );
+    // Nor did it mount tracefs in its own mount namespace (`sh` exec'd it: this pid).
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", serve.child.id())).unwrap();
+    assert!(!mounts.is_empty());
+    assert!(
+        !mounts.lines().any(|l| l.contains(" - tracefs ")),
+        "tracefs mounted while serving: {mounts}"
+    );
     assert!(serve.stop(), "it ran and stopped cleanly");
     assert_eq!(
         host_has_tracefs(),
@@ -171,7 +179,8 @@ fn tcptrace_runs_without_tracefs_and_leaves_it_unmounted() {
     let out = without_tracefs("-sys_admin", "doctor --listen 127.0.0.1:0")
         .output()
         .unwrap();
-    let (stdout, _) = text(&out);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     let tracepoints: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("tracepoint "))

@@ -311,15 +311,21 @@ fn retransmit_events_equal_the_kernels_retrans_segs() {
     // the kernel's counter and the events both stop moving.
     harness.collect_until(Duration::from_secs(10), |e| closes(e) >= 3);
     let mut after = pair.retrans_segs(&pair.a) + pair.retrans_segs(&pair.b);
+    let mut settled = false;
     for _ in 0..20 {
         let seen = harness.events.len();
         harness.collect_until(Duration::from_millis(300), |_| false);
         let now = pair.retrans_segs(&pair.a) + pair.retrans_segs(&pair.b);
         if now == after && harness.events.len() == seen {
+            settled = true;
             break;
         }
         after = now;
     }
+    assert!(
+        settled,
+        "the retransmit counters and the events still moved after 6 s"
+    );
     let events = &harness.events;
 
     let sent_ok = events

@@ -36,7 +36,7 @@ use crate::{
     filter::CgroupFilter,
     metrics::{EventRecorder, Metrics},
     probe::KernelCounters,
-    tracker::{ConnId, Owner, SocketKey, Tracker},
+    tracker::{ConnId, Owner, Tracker},
 };
 
 /// Finished timelines kept for pairing, late marks and `/api/connections/{id}`.
@@ -399,23 +399,22 @@ struct KernelViews {
 
 impl KernelViews {
     /// `tracker` was just reconciled with `dump`.
+    /// Each full socket of the dump looked up in the table's own key index: no map of
+    /// the whole dump, nor of the whole table, per pass.
     fn of(dump: &Dump, tracker: &Tracker) -> Self {
-        let in_dump: HashMap<SocketKey, KernelView> = dump
+        let views = dump
             .namespaces
             .iter()
             .flat_map(|d| d.sockets.iter().map(move |s| (d.netns, s)))
-            .filter(|(_, s)| !s.timewait && (s.tcp_info.is_some() || s.timer.is_some()))
-            .map(|(netns, s)| {
+            .filter(|(_, s)| s.is_full() && (s.tcp_info.is_some() || s.timer.is_some()))
+            .filter_map(|(netns, s)| {
+                let conn = tracker.live_by_key(&s.key(netns))?;
                 let view = KernelView {
                     timer: s.timer,
                     tcp_info: s.tcp_info,
                 };
-                (s.key(netns), view)
+                Some((conn.id.generation, view))
             })
-            .collect();
-        let views = tracker
-            .live()
-            .filter_map(|c| Some((c.id.generation, *in_dump.get(&c.key())?)))
             .collect();
         KernelViews {
             views,

@@ -148,10 +148,7 @@ impl HalfOpenDetector {
                 let Some(info) = socket.tcp_info else {
                     continue; // a timewait or request mini-socket
                 };
-                if socket.timewait
-                    || !synchronized(socket.state)
-                    || (info.retransmits == 0 && info.probes == 0)
-                {
+                if !synchronized(socket.state) || (info.retransmits == 0 && info.probes == 0) {
                     continue;
                 }
                 let key = (socket.key(dump.netns), socket.cookie);

@@ -350,8 +350,6 @@ pub struct ListenerReport {
     pub namespaces: Vec<NamespaceListens>,
 }
 
-/// Who holds a listener: the process `/proc` names for its inode, else the task that
-/// called listen() as the events saw it.
 impl ListenerReport {
     /// `listened` gives the owner the events saw call listen() on (namespace,
     /// address); `resolve` maps a cgroup id to its container and pod.

@@ -189,7 +189,7 @@ impl EventRecorder {
             m.closed.with_label_values(&[kind.label()])
         })
         .inc();
-        if let Some(failure) = ConnectFailure::of(conn, &life) {
+        if let Some(failure) = ConnectFailure::of(&life) {
             cached(&mut self.connect_failures[failure as usize], || {
                 m.connect_failures.with_label_values(&[failure.label()])
             })

@@ -78,7 +78,7 @@ fn keepalive_gives_up_with_probes_out_and_no_timeouts_even_though_it_sends_a_rst
     ));
     let conn = run(&mut t, &events);
     assert_eq!(close_of(&conn), Some(CloseKind::KeepaliveTimeout));
-    assert_eq!(ConnectFailure::of(&conn, &classify(&conn)), None);
+    assert_eq!(ConnectFailure::of(&classify(&conn)), None);
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn a_handshake_fails_by_timeout_refusal_icmp_or_the_application_giving_up() {
         );
         assert_eq!(close_of(&conn), Some(expected), "{close:?}");
         let life = classify(&conn);
-        assert_eq!(ConnectFailure::of(&conn, &life), Some(failure));
+        assert_eq!(ConnectFailure::of(&life), Some(failure));
         // The SYN was never acknowledged: nothing was sent, nothing lost.
         let carried = *conn.closed_with().unwrap();
         assert_eq!((carried.bytes_sent, carried.unacked_bytes), (0, 0));
@@ -192,7 +192,7 @@ fn a_rst_to_a_connect_is_refused_but_to_an_accepted_half_open_child_a_reset() {
     );
     assert_eq!(close_of(&refused), Some(CloseKind::Refused));
     assert_eq!(
-        ConnectFailure::of(&refused, &classify(&refused)),
+        ConnectFailure::of(&classify(&refused)),
         Some(ConnectFailure::Refused)
     );
     let child = run(
@@ -214,7 +214,7 @@ fn a_rst_to_a_connect_is_refused_but_to_an_accepted_half_open_child_a_reset() {
     );
     assert_eq!(close_of(&child), Some(CloseKind::ResetReceived));
     assert_eq!(
-        ConnectFailure::of(&child, &classify(&child)),
+        ConnectFailure::of(&classify(&child)),
         Some(ConnectFailure::Reset)
     );
 }
@@ -245,7 +245,7 @@ fn an_orderly_close_is_not_a_failure_whatever_it_carried() {
     let carried = *conn.closed_with().unwrap();
     assert_eq!((carried.bytes_sent, carried.bytes_received), (1_000, 300));
     assert_eq!(carried.srtt_us, 42);
-    assert_eq!(ConnectFailure::of(&conn, &classify(&conn)), None);
+    assert_eq!(ConnectFailure::of(&classify(&conn)), None);
 }
 
 #[test]
@@ -511,5 +511,5 @@ fn a_lost_handshake_event_does_not_make_a_data_timeout_a_syn_timeout() {
         ],
     );
     assert_eq!(close_of(&conn), Some(CloseKind::TimedOut));
-    assert_eq!(ConnectFailure::of(&conn, &classify(&conn)), None);
+    assert_eq!(ConnectFailure::of(&classify(&conn)), None);
 }

@@ -111,6 +111,11 @@ pub struct Lifecycle {
     pub close: Option<CloseKind>,
     /// This end went on into TIME_WAIT: handed to a timewait socket for 2MSL.
     pub time_wait: bool,
+    /// It got through its handshake: entered ESTABLISHED, was first seen mid-life, or
+    /// (an active opener) had its SYN acknowledged though the event that says so was
+    /// lost. Kept for [`ConnectFailure::of`], not part of the JSON view.
+    #[serde(skip)]
+    pub established: bool,
 }
 
 fn handshake_ns(steps: &[Step]) -> Option<u64> {
@@ -239,6 +244,7 @@ pub fn classify(conn: &Connection) -> Lifecycle {
         handshake_ns: handshake_ns(&steps),
         close,
         time_wait,
+        established,
     }
 }
 
@@ -330,9 +336,8 @@ impl ConnectFailure {
 
     /// The failure a finished connection's classification names, if it never got
     /// through its handshake. Connections first seen mid-life got through it.
-    pub fn of(conn: &Connection, lifecycle: &Lifecycle) -> Option<ConnectFailure> {
-        let syn_acked = conn.closed_with().is_some_and(|c| c.syn_acked);
-        if conn.seen_since_start || entered(&conn.steps(), Established) || syn_acked {
+    pub fn of(lifecycle: &Lifecycle) -> Option<ConnectFailure> {
+        if lifecycle.established {
             return None;
         }
         Some(match lifecycle.close? {

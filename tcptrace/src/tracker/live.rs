@@ -104,6 +104,11 @@ impl LiveTable {
     }
 
     fn unbound_slot(&self, key: &PackedKey) -> Option<u32> {
+        // Usually empty once the seeded sockets are bound: every opening event asks, so
+        // skip the key's packing and hashing then.
+        if self.unbound.len() == 0 {
+            return None;
+        }
         let unbound = &self.unbound;
         self.unbound_by_key
             .find(hash_of(&self.hasher, key), |&s| {
@@ -255,7 +260,7 @@ impl LiveTable {
         self.unbound.remove(slot).expect("occupied")
     }
 
-    /// Removes the connection in `tagged`'s slot (from [`Self::by_age`]).
+    /// Removes the connection in `tagged`'s slot (from [`Self::eviction_order`]).
     pub(super) fn remove_tagged(&mut self, tagged: Tagged) -> Connection {
         match tagged.split() {
             (false, slot) => self.remove_bound_slot(slot),

@@ -119,11 +119,6 @@ impl Tracker {
         // one connecting socket with the rest of its key that no other tracked
         // connection is, when it is the only such connection. (A port guessed wrong
         // is corrected by the socket's next event, which carries it.)
-        let known_keys: Set<SocketKey> = self
-            .live()
-            .map(Connection::key)
-            .chain(self.finished.iter().map(Connection::key))
-            .collect();
         let mut connecting: Map<Portless, Vec<SocketAddr>> = Map::default();
         for s in snapshot
             .sockets
@@ -131,7 +126,9 @@ impl Tracker {
             .filter(|s| s.state == TcpState::SynSent)
         {
             let candidates = connecting.entry(portless(&s.key)).or_default();
-            if !known_keys.contains(&s.key) {
+            // Known through the table's own key indexes (live and finished), not a set
+            // of every key rebuilt each pass.
+            if self.end_at(s.key).is_none() {
                 candidates.push(s.key.local);
             }
         }

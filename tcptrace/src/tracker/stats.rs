@@ -47,9 +47,11 @@ pub struct SharedStats {
     pub(super) listeners: AtomicU64,
 }
 
-/// Adds `n` to a count: a single writer, so relaxed is enough.
+/// Adds `n` to a count. The tracker is the only writer, so a load and a store do
+/// (readers see one value or the next), without the locked read-modify-write of a
+/// `fetch_add` on the per-event path.
 pub(super) fn add(count: &AtomicU64, n: u64) {
-    count.fetch_add(n, Relaxed);
+    count.store(count.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
 impl SharedStats {

@@ -1,13 +1,13 @@
-//! A connection's steps as the table stores them: up to four inline in 27 bytes, exact
+//! A connection's steps as the table stores them: up to six inline in 37 bytes, exact
 //! to the nanosecond, instead of a `Vec` of 16-byte steps on the heap.
 //!
 //! The first and the last step's times are kept whole; the steps between them as the
 //! time since the step before, in 32 bits (up to 4.29 s). That fits what most of the
-//! table is: CLOSE→SYN_SENT→ESTABLISHED (or LISTEN→SYN_RECV→ESTABLISHED), and a fourth
-//! state entered any time later (the CLOSE_WAIT of a leak days after the handshake).
-//! A step that does not fit (a fifth, or a middle step that lasted longer than 4.29 s,
-//! or time going backwards) is refused: the connection then keeps all its steps in a
-//! `Vec` (connection.rs), whole.
+//! table is, and a whole life of the common shape (CLOSE→SYN_SENT→ESTABLISHED→FIN_WAIT1
+//! →FIN_WAIT2→CLOSE): the last state may be entered any time later (the CLOSE_WAIT of a
+//! leak days after the handshake). A step that does not fit (a seventh, or a middle
+//! step that lasted longer than 4.29 s, or time going backwards) is refused: the
+//! connection then keeps all its steps in a `Vec` (connection.rs), whole.
 
 use std::ops::Deref;
 

@@ -143,7 +143,15 @@ impl Tracker {
     }
 
     /// The live, else latest finished, connection with `key`.
-    fn end_at(&self, key: SocketKey) -> Option<&Connection> {
+    /// The live connection with this namespace and 4-tuple, through the table's key
+    /// indexes (bound connections once their port is known, and unbound ones).
+    pub fn live_by_key(&self, key: &SocketKey) -> Option<&Connection> {
+        self.table
+            .bound_by_key(key)
+            .or_else(|| self.table.unbound_by_key(key))
+    }
+
+    pub(super) fn end_at(&self, key: SocketKey) -> Option<&Connection> {
         self.table
             .bound_by_key(&key)
             .or_else(|| self.table.unbound_by_key(&key))

@@ -629,7 +629,8 @@ mod fuzz {
             for (i, e) in events.iter().enumerate() {
                 let applied = t.apply(e);
                 if applied.finished {
-                    prop_assert!(t.finished_by_id(applied.conn.unwrap()).is_some());
+                    let id = applied.conn.unwrap();
+                    prop_assert_eq!(t.finished_by_id(id).map(|c| c.id), Some(id));
                 }
                 if i == reconcile_at {
                     let dump = [kernel_socket(CloseWait, SERVER, CLIENT), kernel_socket(Listen, SERVER, CLIENT)];
@@ -655,7 +656,7 @@ mod fuzz {
                 let (by_address, unbound_by_key) = t.table.slot_index_lens();
                 prop_assert_eq!(by_address + unbound_by_key, t.live_count());
                 for conn in t.finished() {
-                    prop_assert!(t.by_id(conn.id.generation).is_some());
+                    prop_assert_eq!(t.by_id(conn.id.generation).map(|c| c.id), Some(conn.id));
                 }
             }
         }

@@ -55,10 +55,17 @@ pub struct Overview {
     pub time_wait: TimeWaitReport,
 }
 
-/// Leaks grouped by process, container and pod: most leaks first, then the oldest,
-/// then by pid; unknown owners last among equals.
+/// Leaks grouped by namespace, process, container and pod: most leaks first, then the
+/// oldest, then by pid; unknown owners last among equals. The namespace is part of the
+/// key: leaks of unknown owners in two namespaces are two rows, each with its own.
 pub fn by_process(leaks: &[CloseWaitLeak]) -> Vec<LeakingProcess> {
-    type Key = (Option<u32>, Option<String>, Option<String>, Option<String>);
+    type Key = (
+        u32,
+        Option<u32>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
     let mut groups: HashMap<Key, LeakingProcess> = HashMap::new();
     for leak in leaks {
         let workload = leak.workload.as_ref();
@@ -69,7 +76,13 @@ pub fn by_process(leaks: &[CloseWaitLeak]) -> Vec<LeakingProcess> {
         let pid = leak.owner.as_ref().map(|o| o.pid);
         let comm = leak.owner.as_ref().map(|o| o.comm.clone());
         let group = groups
-            .entry((pid, comm.clone(), container.clone(), pod_uid.clone()))
+            .entry((
+                leak.netns,
+                pid,
+                comm.clone(),
+                container.clone(),
+                pod_uid.clone(),
+            ))
             .or_insert_with(|| LeakingProcess {
                 pid,
                 comm,
@@ -90,6 +103,7 @@ pub fn by_process(leaks: &[CloseWaitLeak]) -> Vec<LeakingProcess> {
             .then(a.pid.is_none().cmp(&b.pid.is_none()))
             .then(a.pid.cmp(&b.pid))
             .then(a.container.cmp(&b.container))
+            .then(a.netns.cmp(&b.netns))
     });
     ranked
 }

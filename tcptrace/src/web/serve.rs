@@ -57,10 +57,10 @@ pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(60);
 /// A write that makes no progress for this long (a client that stopped reading) ends
 /// its connection.
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
-/// How long basic auth may take (bcrypt runs one at a time) before the request is
-/// answered 503.
 /// At the cap with every connection busy: how often to look again for one gone idle.
 const EVICT_RETRY: Duration = Duration::from_millis(100);
+/// How long basic auth may take (bcrypt runs one at a time) before the request is
+/// answered 503.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one "cap reached" warning in this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);

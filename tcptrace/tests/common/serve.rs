@@ -234,7 +234,11 @@ pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub(crate) fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("tcptrace-{tag}-{}", std::process::id()));
+        // Unique within the process too: tests of one binary run at once, and two with
+        // the same tag would delete each other's directory.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tcptrace-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)

@@ -461,6 +461,13 @@ fn measure_latency(args: &BenchArgs) -> anyhow::Result<LatencyResults> {
 /// A smoke run passes when the load made what it reports and tcptrace and the bpftrace
 /// counter saw exactly the state changes the load made.
 fn check_smoke(system: &SystemResults) -> anyhow::Result<()> {
+    // Every tracer the smoke run is for ran: a bpftrace row dropped for any reason would
+    // leave its path (tracefs mounted in its own namespace) untested.
+    for tracer in [Tracer::None, Tracer::Tcptrace, Tracer::BpftraceCount] {
+        if !system.samples.iter().any(|s| s.tracer == tracer) {
+            bail!("smoke: no run of {}", tracer.label());
+        }
+    }
     for sample in &system.samples {
         let churn = &sample.churn;
         if (churn.connections, churn.served, churn.errors)

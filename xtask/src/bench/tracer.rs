@@ -102,6 +102,17 @@ pub(super) struct Running {
     cpu_at_start: f64,
 }
 
+/// A tracer is stopped however the run ends: an error between its start and
+/// [`finish`] would otherwise leave it running with its programs attached.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Running {
     /// Where tcptrace serves its API; `None` for bpftrace.
     pub(super) fn http(&self) -> Option<SocketAddr> {
@@ -215,7 +226,7 @@ pub(super) fn start(
     ports: &[u16],
     before: &HashSet<u32>,
 ) -> anyhow::Result<Option<Running>> {
-    let (child, output, http) = match tracer {
+    let (mut child, output, http) = match tracer {
         Tracer::None => return Ok(None),
         _ if tracer.is_tcptrace() => {
             let mut args = port_flags(ports);
@@ -256,8 +267,16 @@ pub(super) fn start(
             .into_iter()
             .filter(|id| !before.contains(id))
             .collect();
-        if !new.is_empty() || Instant::now() > deadline {
+        if !new.is_empty() {
             break new;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{}: no program of its appeared in the kernel within 10 s",
+                tracer.label()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -349,11 +349,8 @@ function carried(c) {
   return el("dl", { id: "carried", class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }
 
-let lastDiagram = { id: null, text: null };
-
 async function diagramNode(c) {
   if (c.peer === undefined || c.peer === null) {
-    lastDiagram = { id: c.id, text: null };
     return el("p", { class: "muted" }, "Its other end is not on this host (or not tracked): no sequence diagram.");
   }
   const response = await fetch(`/api/connections/${c.id}/diagram.svg`);
@@ -362,7 +359,6 @@ async function diagramNode(c) {
   const parsed = new DOMParser().parseFromString(text, "image/svg+xml");
   const svg = parsed.documentElement;
   if (svg.nodeName !== "svg") return el("p", { class: "bad" }, "The diagram did not parse.");
-  lastDiagram = { id: c.id, text };
   return document.importNode(svg, true);
 }
 
@@ -404,10 +400,16 @@ async function connectionPage(id) {
 // ---- the refresh loop -------------------------------------------------------------
 
 let refreshing = false;
+// A navigation that came while a refresh was under way: refresh again when it ends.
+let again = false;
 
 async function refresh() {
-  if (refreshing) return;
+  if (refreshing) {
+    again = true;
+    return;
+  }
   refreshing = true;
+  const hash = location.hash;
   const r = route();
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", a.dataset.page === r.page || (r.page === "connection" && a.dataset.page === "connections"));
@@ -416,8 +418,9 @@ async function refresh() {
     const nodes = r.page === "overview" ? await overviewPage()
       : r.page === "connections" ? await connectionsPage(r.params)
         : await connectionPage(r.id);
-    // A newer navigation may have happened while this page was fetched.
-    if (JSON.stringify(route()) === JSON.stringify(r)) {
+    // A newer navigation (another page, offset or filter) may have happened while this
+    // page was fetched: then it is not drawn, and the refresh below draws the new one.
+    if (location.hash === hash) {
       const main = document.getElementById("main");
       // Keep the filter inputs the user is typing in.
       const focused = document.activeElement && document.activeElement.closest("#filters") ? document.getElementById("filters") : null;
@@ -431,6 +434,10 @@ async function refresh() {
     setStatus(`tcptrace did not answer: ${error.message}`, true);
   } finally {
     refreshing = false;
+    if (again) {
+      again = false;
+      refresh();
+    }
   }
 }
 
